@@ -84,7 +84,7 @@ constexpr std::array<OpcodeInfo, 256> build() {
   table[kUdSendOnlyImm] = layout("UD_SEND_ONLY_WITH_IMMEDIATE", Transport::kUd, kDeth | kImmDt | kPayload,
                                  kRequest | kSend | kOnly | kWithImm);
   // RoCEv2 congestion notification packet: BTH plus 16 reserved bytes (Annex A17.9.2).
-  table[kCnp] = layout("CNP", Transport::kCnp, kPayload, kCnp | kOnly);
+  table[kCnpOpcode] = layout("CNP", Transport::kCnp, kPayload, kCnp | kOnly);
   return table;
 }
 

@@ -77,7 +77,7 @@ enum Opcode : uint8_t {
   kUcBase = 0x20,
   kUdSendOnly = 0x64,
   kUdSendOnlyImm = 0x65,
-  kCnp = 0x81,
+  kCnpOpcode = 0x81,  // named apart from Flag::kCnp: both enums are unscoped in one namespace
 };
 
 struct OpcodeInfo {

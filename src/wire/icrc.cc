@@ -1,0 +1,217 @@
+#include "wire/icrc.h"
+
+#include <algorithm>
+#include <cstring>
+
+#include "wire/fields.h"
+
+namespace softrdma::wire {
+namespace {
+
+// Reflected CRC-32 arithmetic. A 32-bit register value r stands for the polynomial with the
+// coefficient of x^(31-i) in bit i, reduced modulo P = 0x104C11DB7 (reflected 0xEDB88320).
+constexpr uint32_t kPoly = 0xEDB88320u;
+constexpr uint32_t kOne = 0x80000000u;  // the polynomial 1
+
+constexpr uint32_t mulx(uint32_t r) { return (r >> 1) ^ (kPoly & (0u - (r & 1u))); }
+
+// Inverse of mulx: x is invertible mod P because P has a constant term. mulx sets bit 31 exactly
+// when it folded in the polynomial (kPoly has bit 31, r >> 1 never does).
+constexpr uint32_t divx(uint32_t r) { return (r & kOne) ? (((r ^ kPoly) << 1) | 1u) : (r << 1); }
+
+// a * b mod P.
+constexpr uint32_t mulmod(uint32_t a, uint32_t b) {
+  uint32_t p = 0;
+  for (int i = 31; i >= 0; --i) {  // bit 31 of a is x^0, bit 30 is x^1, ...
+    p ^= b & (0u - ((a >> i) & 1u));
+    b = mulx(b);
+  }
+  return p;
+}
+
+constexpr uint32_t div_pow(uint32_t r, unsigned k) {
+  for (unsigned i = 0; i < k; ++i) r = divx(r);
+  return r;
+}
+
+// Slice-by-8: t[k][b] is the CRC register after byte b followed by k zero bytes.
+struct SliceTables {
+  uint32_t t[8][256];
+};
+
+constexpr SliceTables make_slice_tables() {
+  SliceTables s{};
+  for (uint32_t b = 0; b < 256; ++b) {
+    uint32_t r = b;
+    for (int i = 0; i < 8; ++i) r = mulx(r);
+    s.t[0][b] = r;
+  }
+  for (int k = 1; k < 8; ++k)
+    for (uint32_t b = 0; b < 256; ++b) {
+      uint32_t r = s.t[k - 1][b];
+      s.t[k][b] = (r >> 8) ^ s.t[0][r & 0xff];
+    }
+  return s;
+}
+
+constexpr SliceTables kSlice = make_slice_tables();
+
+constexpr uint32_t load_le32(const uint8_t* p) {
+  return uint32_t{p[0]} | uint32_t{p[1]} << 8 | uint32_t{p[2]} << 16 | uint32_t{p[3]} << 24;
+}
+
+constexpr uint32_t crc_bytewise(uint32_t crc, const uint8_t* p, size_t len) {
+  for (size_t i = 0; i < len; ++i) crc = kSlice.t[0][(crc ^ p[i]) & 0xff] ^ (crc >> 8);
+  return crc;
+}
+
+// The register after the 64 bits of ones that stand for the masked LRH (IBA A17.8).
+constexpr uint8_t kLrhOnes[8] = {0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff};
+constexpr uint32_t kAfterLrh = crc_bytewise(0xffffffffu, kLrhOnes, 8);
+
+constexpr size_t kIpv4Hdr = 20, kIpv6Hdr = 40, kUdpHdr = 8;
+constexpr size_t kBthResv8aOffset = 4;  // FECN, BECN, resv6: changed by switches, masked
+
+// IPv4 ID inference. The ID occupies message bytes 12..13 (after the 8 LRH bytes and 4 IPv4
+// bytes) and is followed by 14 more IPv4 header bytes, the UDP header and the ICRC'd body.
+// Flipping ID bits m(x) changes the raw CRC by m(x) * x^(32 + 8 * (22 + body)) mod P, so the
+// mismatch is multiplied by the inverse power; a genuine ID change leaves a polynomial of degree
+// below 16 (the ID bits), anything else almost surely does not. Both inverse powers come from
+// two 256-entry tables (body = hi * 256 + lo).
+constexpr unsigned kBitsAfterId = 32 + 8 * (kIpv4Hdr - 6 + kUdpHdr);
+
+struct InvTables {
+  uint32_t lo[256];  // x^-(kBitsAfterId + 8 * lo)
+  uint32_t hi[256];  // x^-(2048 * hi)
+};
+
+constexpr InvTables make_inv_tables() {
+  InvTables t{};
+  t.lo[0] = div_pow(kOne, kBitsAfterId);
+  for (int i = 1; i < 256; ++i) t.lo[i] = div_pow(t.lo[i - 1], 8);
+  const uint32_t step = div_pow(kOne, 2048);
+  t.hi[0] = kOne;
+  for (int i = 1; i < 256; ++i) t.hi[i] = mulmod(t.hi[i - 1], step);
+  return t;
+}
+
+constexpr InvTables kInv = make_inv_tables();
+
+constexpr uint32_t mul_pow(uint32_t r, unsigned k) {
+  for (unsigned i = 0; i < k; ++i) r = mulx(r);
+  return r;
+}
+static_assert(mulmod(div_pow(kOne, 77), mul_pow(kOne, 77)) == kOne);
+static_assert(mulmod(kInv.hi[3], mul_pow(kOne, 3 * 2048)) == kOne);
+static_assert(mulmod(kInv.lo[5], mul_pow(kOne, kBitsAfterId + 40)) == kOne);
+
+}  // namespace
+
+uint32_t crc32_update(uint32_t crc, const void* data, size_t len) {
+  const auto* p = static_cast<const uint8_t*>(data);
+  const auto& t = kSlice.t;
+  for (; len >= 8; p += 8, len -= 8) {
+    const uint32_t lo = crc ^ load_le32(p);
+    const uint32_t hi = load_le32(p + 4);
+    crc = t[7][lo & 0xff] ^ t[6][(lo >> 8) & 0xff] ^ t[5][(lo >> 16) & 0xff] ^ t[4][lo >> 24] ^
+          t[3][hi & 0xff] ^ t[2][(hi >> 8) & 0xff] ^ t[1][(hi >> 16) & 0xff] ^ t[0][hi >> 24];
+  }
+  return crc_bytewise(crc, p, len);
+}
+
+uint32_t icrc_compute(const IcrcContext& ctx, const iovec* parts, size_t nparts, uint16_t ipv4_id) {
+  size_t body = 0;
+  for (size_t i = 0; i < nparts; ++i) body += parts[i].iov_len;
+  const size_t udp_len = kUdpHdr + body + kIcrcSize;  // the UDP payload carries the ICRC too
+
+  // Pseudo header (IBA A17.8): IP header and UDP header with variant fields set to
+  // ones, then the first bytes of the BTH so its resv8a byte can be masked.
+  uint8_t h[kIpv6Hdr + kUdpHdr + bth::kSize];
+  size_t n = 0;
+  if (ctx.src.is_v4()) {
+    const size_t total = kIpv4Hdr + udp_len;
+    const uint8_t v4[kIpv4Hdr] = {0x45, 0xff,  // version/IHL, TOS masked
+                                  static_cast<uint8_t>(total >> 8), static_cast<uint8_t>(total),
+                                  static_cast<uint8_t>(ipv4_id >> 8), static_cast<uint8_t>(ipv4_id),
+                                  0x40, 0x00,         // DF, fragment offset 0
+                                  0xff, 17,           // TTL masked, protocol UDP
+                                  0xff, 0xff};        // header checksum masked
+    std::memcpy(h, v4, kIpv4Hdr);
+    std::memcpy(h + 12, ctx.src.bytes.data() + 12, 4);
+    std::memcpy(h + 16, ctx.dst.bytes.data() + 12, 4);
+    n = kIpv4Hdr;
+  } else {
+    const uint8_t v6[8] = {0x6f, 0xff, 0xff, 0xff,  // version 6; traffic class, flow label masked
+                           static_cast<uint8_t>(udp_len >> 8), static_cast<uint8_t>(udp_len),
+                           17, 0xff};  // next header UDP, hop limit masked
+    std::memcpy(h, v6, 8);
+    std::memcpy(h + 8, ctx.src.bytes.data(), 16);
+    std::memcpy(h + 24, ctx.dst.bytes.data(), 16);
+    n = kIpv6Hdr;
+  }
+  const uint8_t udp[kUdpHdr] = {static_cast<uint8_t>(ctx.sport >> 8), static_cast<uint8_t>(ctx.sport),
+                                static_cast<uint8_t>(ctx.dport >> 8), static_cast<uint8_t>(ctx.dport),
+                                static_cast<uint8_t>(udp_len >> 8),   static_cast<uint8_t>(udp_len),
+                                0xff, 0xff};  // UDP checksum masked
+  std::memcpy(h + n, udp, kUdpHdr);
+  n += kUdpHdr;
+
+  // Gather the BTH (it may be split over parts) and mask resv8a (IBA A17.8: FECN, BECN, resv6).
+  size_t part = 0, off = 0, got = 0;
+  while (got < bth::kSize && part < nparts) {
+    const size_t take = std::min(bth::kSize - got, parts[part].iov_len - off);
+    if (take) std::memcpy(h + n + got, static_cast<const uint8_t*>(parts[part].iov_base) + off, take);
+    got += take;
+    off += take;
+    if (off == parts[part].iov_len) ++part, off = 0;
+  }
+  if (got > kBthResv8aOffset) h[n + kBthResv8aOffset] = 0xff;
+  n += got;
+
+  uint32_t crc = crc32_update(kAfterLrh, h, n);
+  for (; part < nparts; ++part, off = 0)
+    crc = crc32_update(crc, static_cast<const uint8_t*>(parts[part].iov_base) + off, parts[part].iov_len - off);
+  return ~crc;
+}
+
+// The ICRC goes on the wire least significant byte first: Linux rxe stores the CRC word in host
+// (little-endian) order, and the test vectors and RoCE hardware agree (tests/unit/wire).
+void icrc_store(uint8_t* dst, uint32_t icrc) {
+  dst[0] = static_cast<uint8_t>(icrc);
+  dst[1] = static_cast<uint8_t>(icrc >> 8);
+  dst[2] = static_cast<uint8_t>(icrc >> 16);
+  dst[3] = static_cast<uint8_t>(icrc >> 24);
+}
+
+uint32_t icrc_load(const uint8_t* src) { return load_le32(src); }
+
+std::string_view name(IcrcResult r) {
+  switch (r) {
+    case IcrcResult::kGood: return "good";
+    case IcrcResult::kGoodInferredId: return "good_inferred_id";
+    case IcrcResult::kBad: return "bad";
+  }
+  return "?";
+}
+
+IcrcResult icrc_verify(const IcrcContext& ctx, const uint8_t* pkt, size_t len, bool infer_ipv4_id,
+                       uint16_t* inferred_id) {
+  if (len < kIcrcSize) return IcrcResult::kBad;
+  const size_t body = len - kIcrcSize;
+  const iovec part{const_cast<uint8_t*>(pkt), body};
+  const uint32_t want = icrc_load(pkt + body);
+  const uint32_t delta = icrc_compute(ctx, &part, 1, 0) ^ want;
+  if (delta == 0) return IcrcResult::kGood;
+  // An IPv4 UDP payload is below 64 KiB, so body fits the two inverse-power tables.
+  if (!infer_ipv4_id || !ctx.src.is_v4() || body > 0xffff) return IcrcResult::kBad;
+
+  // The ICRC inversion cancels in the XOR, so delta is the raw CRC of the ID bits alone.
+  const uint32_t m = mulmod(mulmod(delta, kInv.lo[body & 0xff]), kInv.hi[body >> 8]);
+  if ((m & 0xffff) != 0) return IcrcResult::kBad;  // not in the span of the 16 ID bits
+  // Bits 16..23 hold the first ID byte on the wire (LSB first), bits 24..31 the second.
+  const auto id = static_cast<uint16_t>(((m >> 16) & 0xff) << 8 | (m >> 24));
+  if (inferred_id) *inferred_id = id;
+  return IcrcResult::kGoodInferredId;
+}
+
+}  // namespace softrdma::wire
