@@ -1,0 +1,241 @@
+#include "link/udp_link.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <linux/if_ether.h>
+#include <net/if.h>
+#include <netinet/ip.h>
+#include <netinet/udp.h>
+#include <netpacket/packet.h>
+#include <unistd.h>
+
+#include <gtest/gtest.h>
+
+#include "link_test_util.h"
+
+namespace softrdma::link {
+namespace {
+
+using test::ep;
+using test::frame_bytes;
+using test::frame_index;
+using test::make_tx;
+using test::recv_frames;
+
+std::unique_ptr<UdpLink> must_open(const Endpoint& e) {
+  std::string err;
+  auto l = UdpLink::open(e, &err);
+  EXPECT_TRUE(l) << err;
+  return l;
+}
+
+// Sends `count` frames (in one send() call) of `len` bytes split into `nparts` pieces.
+void send_batch(Link& from, const Endpoint& to, uint32_t first, size_t count, size_t len,
+                uint8_t nparts) {
+  std::vector<std::vector<uint8_t>> bytes;
+  std::vector<TxFrame> tx;
+  for (size_t i = 0; i < count; ++i) bytes.push_back(frame_bytes(first + uint32_t(i), len));
+  for (auto& b : bytes) tx.push_back(make_tx(to, b, nparts));
+  ASSERT_EQ(from.send(tx.data(), tx.size()), count);
+}
+
+TEST(UdpLink, EphemeralPortsExchangeMultiPartBatches) {
+  auto a = must_open(ep("127.0.0.2", 0));
+  auto b = must_open(ep("127.0.0.3", 0));
+  ASSERT_TRUE(a && b);
+  EXPECT_NE(a->local().port, 0);
+  EXPECT_NE(b->local().port, 0);
+  EXPECT_EQ(a->local().ip, *IpAddr::parse("127.0.0.2"));
+  EXPECT_EQ(a->describe(), "udp(" + a->local().str() + ")");
+
+  // 150 frames: more than one sendmmsg batch (64).
+  send_batch(*a, b->local(), 0, 150, 300, 3);
+  auto got = recv_frames(*b, 150, 3000);
+  ASSERT_EQ(got.size(), 150u);
+  for (size_t i = 0; i < got.size(); ++i) {
+    EXPECT_EQ(got[i].bytes, frame_bytes(uint32_t(i), 300)) << i;  // in order on loopback
+    EXPECT_FALSE(got[i].truncated);
+    EXPECT_EQ(got[i].src, a->local());
+    EXPECT_EQ(got[i].dst, *IpAddr::parse("127.0.0.3"));
+  }
+  EXPECT_EQ(a->counters().tx_frames, 150u);
+  EXPECT_EQ(a->counters().tx_bytes, 150u * 300);
+  EXPECT_EQ(b->counters().rx_frames, 150u);
+  EXPECT_EQ(b->counters().rx_bytes, 150u * 300);
+
+  // And back, with four parts including an empty one.
+  std::vector<uint8_t> x = frame_bytes(7, 100);
+  TxFrame f = make_tx(a->local(), x, 3);
+  f.parts[3] = iovec{nullptr, 0};
+  f.nparts = 4;
+  ASSERT_EQ(b->send(&f, 1), 1u);
+  auto back = recv_frames(*a, 1, 2000);
+  ASSERT_EQ(back.size(), 1u);
+  EXPECT_EQ(back[0].bytes, x);
+  EXPECT_EQ(back[0].src, b->local());
+}
+
+TEST(UdpLink, SameFixedPortOnTwoLoopbackAddresses) {
+  auto a = must_open(ep("127.0.0.2", 0));
+  ASSERT_TRUE(a);
+  const uint16_t port = a->local().port;
+  auto b = must_open(ep("127.0.0.3", port));
+  ASSERT_TRUE(b);
+  EXPECT_EQ(b->local().port, port);
+  std::string err;
+  EXPECT_FALSE(UdpLink::open(ep("127.0.0.2", port), &err));  // taken, no SO_REUSEADDR
+  EXPECT_NE(err.find("bind"), std::string::npos) << err;
+
+  send_batch(*a, b->local(), 0, 10, 64, 1);
+  send_batch(*b, a->local(), 100, 10, 64, 2);
+  auto at_b = recv_frames(*b, 10, 2000);
+  auto at_a = recv_frames(*a, 10, 2000);
+  ASSERT_EQ(at_b.size(), 10u);
+  ASSERT_EQ(at_a.size(), 10u);
+  for (auto& r : at_b) {
+    EXPECT_EQ(r.src, ep("127.0.0.2", port));
+    EXPECT_EQ(r.dst, *IpAddr::parse("127.0.0.3"));
+  }
+  for (auto& r : at_a) {
+    EXPECT_EQ(r.src, ep("127.0.0.3", port));
+    EXPECT_EQ(r.dst, *IpAddr::parse("127.0.0.2"));
+    EXPECT_GE(frame_index(r.bytes), 100u);
+  }
+}
+
+TEST(UdpLink, WildcardBindReportsDestinationFromPktinfo) {
+  auto any = must_open(ep("0.0.0.0", 0));
+  auto a = must_open(ep("127.0.0.2", 0));
+  ASSERT_TRUE(any && a);
+  const uint16_t port = any->local().port;
+  send_batch(*a, ep("127.0.0.5", port), 0, 1, 40, 1);
+  send_batch(*a, ep("127.0.0.6", port), 1, 1, 40, 1);
+  auto got = recv_frames(*any, 2, 2000);
+  ASSERT_EQ(got.size(), 2u);
+  EXPECT_EQ(got[0].dst, *IpAddr::parse("127.0.0.5"));
+  EXPECT_EQ(got[1].dst, *IpAddr::parse("127.0.0.6"));
+}
+
+TEST(UdpLink, TruncationIsFlaggedWithRealLength) {
+  auto a = must_open(ep("127.0.0.2", 0));
+  auto b = must_open(ep("127.0.0.3", 0));
+  ASSERT_TRUE(a && b);
+  send_batch(*a, b->local(), 0, 1, 2000, 2);
+  send_batch(*a, b->local(), 1, 1, 50, 1);
+  auto got = recv_frames(*b, 2, 2000, /*cap=*/100);
+  ASSERT_EQ(got.size(), 2u);
+  EXPECT_TRUE(got[0].truncated);
+  EXPECT_EQ(got[0].len, 2000u);
+  EXPECT_FALSE(got[1].truncated);
+  EXPECT_EQ(got[1].len, 50u);
+  EXPECT_EQ(b->counters().rx_truncated, 1u);
+  EXPECT_EQ(b->counters().rx_frames, 1u);
+}
+
+TEST(UdpLink, Ipv6Loopback) {
+  std::string err;
+  auto a = UdpLink::open(ep("::1", 0), &err);
+  if (!a) GTEST_SKIP() << "no IPv6: " << err;
+  auto b = must_open(ep("::1", 0));
+  ASSERT_TRUE(b);
+  EXPECT_FALSE(a->local().ip.is_v4());
+  EXPECT_EQ(a->describe(), "udp([::1]:" + std::to_string(a->local().port) + ")");
+  send_batch(*a, b->local(), 0, 70, 500, 4);
+  auto got = recv_frames(*b, 70, 2000);
+  ASSERT_EQ(got.size(), 70u);
+  for (size_t i = 0; i < got.size(); ++i) {
+    EXPECT_EQ(got[i].bytes, frame_bytes(uint32_t(i), 500));
+    EXPECT_EQ(got[i].src, a->local());
+    EXPECT_EQ(got[i].dst, *IpAddr::parse("::1"));
+  }
+}
+
+TEST(UdpLink, BadFramesCountErrorsAndAreSkipped) {
+  auto a = must_open(ep("127.0.0.2", 0));
+  auto b = must_open(ep("127.0.0.3", 0));
+  ASSERT_TRUE(a && b);
+  std::vector<uint8_t> x0 = frame_bytes(0, 80), x1 = frame_bytes(1, 80), x2 = frame_bytes(2, 80),
+                       big = frame_bytes(3, 70000);
+  TxFrame f[4] = {make_tx(ep("::1", 9), x0, 1),  // wrong family for an IPv4 socket
+                  make_tx(b->local(), x1, 1), make_tx(b->local(), big, 2),  // > 64 KiB
+                  make_tx(b->local(), x2, 1)};
+  EXPECT_EQ(a->send(f, 4), 4u);
+  EXPECT_EQ(a->counters().tx_errors, 2u);
+  EXPECT_EQ(a->counters().tx_frames, 2u);
+  auto got = recv_frames(*b, 2, 2000);
+  ASSERT_EQ(got.size(), 2u);
+  EXPECT_EQ(frame_index(got[0].bytes), 1u);
+  EXPECT_EQ(frame_index(got[1].bytes), 2u);
+}
+
+TEST(UdpLink, AutoLoopbackGivesDistinctAddresses) {
+  // A fixed port that is currently free on 127.0.0.2 (taken from an ephemeral bind).
+  uint16_t port;
+  {
+    auto probe = must_open(ep("127.0.0.2", 0));
+    ASSERT_TRUE(probe);
+    port = probe->local().port;
+  }
+  std::string err;
+  auto first = UdpLink::open_auto_loopback(port, &err);
+  ASSERT_TRUE(first) << err;
+  auto picked = UdpLink::pick_free_loopback(port);
+  ASSERT_TRUE(picked);
+  EXPECT_NE(picked->ip, first->local().ip);
+  auto second = UdpLink::open_auto_loopback(port, &err);
+  ASSERT_TRUE(second) << err;
+  EXPECT_NE(second->local().ip, first->local().ip);
+  EXPECT_EQ(second->local().port, port);
+  EXPECT_EQ(first->local().port, port);
+  // The two can talk to each other with zero configuration.
+  send_batch(*first, second->local(), 0, 3, 100, 2);
+  auto got = recv_frames(*second, 3, 2000);
+  ASSERT_EQ(got.size(), 3u);
+  EXPECT_EQ(got[0].src, first->local());
+}
+
+// The DF bit makes Linux put IPv4 ID 0 on datagrams from unconnected sockets; the ICRC covers the
+// ID, so check it on the wire with a packet socket on lo (needs CAP_NET_RAW).
+TEST(UdpLink, Ipv4DontFragmentAndZeroIdentification) {
+  int ps = ::socket(AF_PACKET, SOCK_DGRAM | SOCK_NONBLOCK, htons(ETH_P_IP));
+  if (ps < 0) GTEST_SKIP() << "no packet socket: " << strerror(errno);
+  sockaddr_ll sll{};
+  sll.sll_family = AF_PACKET;
+  sll.sll_protocol = htons(ETH_P_IP);
+  sll.sll_ifindex = int(if_nametoindex("lo"));
+  ASSERT_EQ(::bind(ps, reinterpret_cast<sockaddr*>(&sll), sizeof sll), 0);
+  auto a = must_open(ep("127.0.0.2", 0));
+  auto b = must_open(ep("127.0.0.3", 0));
+  ASSERT_TRUE(a && b);
+  send_batch(*a, b->local(), 0, 3, 200, 2);
+  int seen = 0;
+  const uint64_t end = test::mono_ns() + 2'000'000'000ull;
+  while (seen < 3 && test::mono_ns() < end) {
+    pollfd p{ps, POLLIN, 0};
+    (void)::poll(&p, 1, 100);
+    uint8_t buf[2048];
+    ssize_t n;
+    sockaddr_ll from{};
+    socklen_t fl = sizeof from;
+    while ((n = ::recvfrom(ps, buf, sizeof buf, 0, reinterpret_cast<sockaddr*>(&from), &fl)) > 0) {
+      fl = sizeof from;
+      if (from.sll_pkttype == PACKET_OUTGOING) continue;  // lo shows each packet twice
+      if (size_t(n) < sizeof(iphdr) + sizeof(udphdr)) continue;
+      iphdr ip;
+      udphdr udp;
+      std::memcpy(&ip, buf, sizeof ip);
+      std::memcpy(&udp, buf + ip.ihl * 4, sizeof udp);
+      if (ip.protocol != IPPROTO_UDP || ntohs(udp.source) != a->local().port ||
+          ntohs(udp.dest) != b->local().port)
+        continue;
+      EXPECT_TRUE(ntohs(ip.frag_off) & IP_DF);
+      EXPECT_EQ(ip.id, 0);
+      ++seen;
+    }
+  }
+  ::close(ps);
+  EXPECT_EQ(seen, 3);
+}
+
+}  // namespace
+}  // namespace softrdma::link
