@@ -19,7 +19,7 @@ namespace softrdma::link {
 using wire::Endpoint;
 using wire::IpAddr;
 
-inline constexpr size_t kMaxTxParts = 4;
+inline constexpr size_t kMaxTxParts = 8;  // headers, up to 6 payload pieces, pad+ICRC
 
 struct TxFrame {
   Endpoint dst;

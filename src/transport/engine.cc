@@ -1,0 +1,221 @@
+#include "transport/engine.h"
+
+#include <time.h>
+
+#include <algorithm>
+#include <random>
+
+#include "transport/psn.h"
+
+namespace softrdma::transport {
+
+namespace {
+constexpr uint32_t kRxBufferSize = 9216;  // > 4096 MTU + headers; larger datagrams are truncated and dropped
+constexpr size_t kTxBatch = 64;
+constexpr uint32_t kFirstQpn = 0x100;
+}  // namespace
+
+uint64_t now_ns() {
+  timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return uint64_t(ts.tv_sec) * 1000000000ull + uint64_t(ts.tv_nsec);
+}
+
+Engine::Engine(std::unique_ptr<link::Link> link, const EngineConfig& cfg)
+    : link_(std::move(link)), cfg_(cfg), local_(link_->local()), tx_(kTxBatch), tx_frames_(kTxBatch) {
+  // QPNs start at a random point so a peer still addressing a QP of an earlier process on this
+  // address finds no QP rather than a different one.
+  std::minstd_rand rng{std::random_device{}()};
+  qpn_base_ = kFirstQpn + static_cast<uint32_t>(rng() % 0x400000);
+  qp_table_.assign(cfg_.max_qp, nullptr);
+  rx_.resize(cfg_.rx_batch);
+  rx_buffers_ = std::make_unique<uint8_t[]>(size_t{kRxBufferSize} * cfg_.rx_batch);
+  for (uint32_t i = 0; i < cfg_.rx_batch; ++i) {
+    rx_[i].buf = &rx_buffers_[size_t{i} * kRxBufferSize];
+    rx_[i].cap = kRxBufferSize;
+  }
+}
+
+Engine::~Engine() = default;
+
+uint32_t Engine::alloc_qpn() {
+  for (uint32_t tries = 0; tries < cfg_.max_qp; ++tries) {
+    uint32_t i = qpn_cursor_;
+    qpn_cursor_ = (qpn_cursor_ + 1) % cfg_.max_qp;
+    if (qp_table_[i] == nullptr) return qpn_base_ + i;
+  }
+  return 0;
+}
+
+void Engine::add_qp(Qp* qp) {
+  qp_table_[qp->qpn - qpn_base_] = qp;
+  qps_.push_back(qp);
+}
+
+void Engine::remove_qp(Qp* qp) {
+  qp_table_[qp->qpn - qpn_base_] = nullptr;
+  qps_.erase(std::remove(qps_.begin(), qps_.end(), qp), qps_.end());
+}
+
+Qp* Engine::find_qp(uint32_t qpn) const {
+  uint32_t i = qpn - qpn_base_;
+  return i < qp_table_.size() ? qp_table_[i] : nullptr;
+}
+
+TxSlot* Engine::tx_begin() {
+  if (tx_count_ == tx_.size()) tx_flush();
+  TxSlot* s = &tx_[tx_count_];
+  s->frame.nparts = 1;  // part 0 is the header block; payload parts follow
+  return s;
+}
+
+void Engine::tx_end(TxSlot* s, const wire::Endpoint& dst, uint32_t header_len, uint32_t payload_len) {
+  uint8_t pad = wire::pad_for(payload_len);
+  wire::set(s->hdr, wire::bth::padcnt, pad);
+  link::TxFrame& f = s->frame;
+  f.dst = dst;
+  f.parts[0] = {s->hdr, header_len};
+  std::fill_n(s->trailer, pad, 0);
+  if (pad) f.parts[f.nparts++] = {s->trailer, pad};
+  wire::IcrcContext ctx{local_.ip, dst.ip, local_.port, dst.port};
+  uint32_t icrc = wire::icrc_compute(ctx, f.parts, f.nparts, 0);
+  uint8_t* crc_at = s->trailer + pad;
+  wire::icrc_store(crc_at, icrc);
+  if (pad) {
+    f.parts[f.nparts - 1].iov_len = pad + wire::kIcrcSize;
+  } else {
+    f.parts[f.nparts++] = {s->trailer, wire::kIcrcSize};
+  }
+  counters_.tx_packets++;
+  counters_.tx_bytes += f.length();
+  ++tx_count_;
+}
+
+void Engine::tx_flush() {
+  size_t done = 0;
+  while (done < tx_count_) {
+    for (size_t i = done; i < tx_count_; ++i) tx_frames_[i] = tx_[i].frame;
+    size_t n = link_->send(&tx_frames_[done], tx_count_ - done);
+    if (n == 0) {
+      // The socket is full. The frames are dropped here and recovered by the transport
+      // (RC retransmits; UC/UD are unreliable by definition).
+      counters_.tx_busy_drops += tx_count_ - done;
+      break;
+    }
+    done += n;
+  }
+  tx_count_ = 0;
+}
+
+void Engine::complete(queue::CompletionQueue* cq, const Wc& wc, bool solicited) { cq->push(wc, solicited); }
+
+void Engine::set_error(Qp& qp) {
+  qp.state.store(QpState::kErr, std::memory_order_release);
+  qp.error_pending = true;
+}
+
+void Engine::flush_errors(Qp& qp) {
+  // IBA 10.3.1 (Error state): every outstanding and newly posted WR completes with "flushed",
+  // signaled or not. The WQE that failed was completed with its own status by the completer.
+  completer_retire(*this, qp);
+  while (qp.sq.retired() < qp.sq.produced()) {
+    SendWqe& w = qp.sq.at(qp.sq.retired());
+    Wc wc{};
+    wc.wr_id = w.wr_id;
+    wc.status = w.failed ? w.status : WcStatus::kWrFlushErr;
+    wc.qp_num = qp.qpn;
+    complete(qp.send_cq, wc, false);
+    qp.sq.retire();
+  }
+  qp.req.next = qp.sq.retired();
+  qp.req.offset = 0;
+  qp.req.inflight_rd_atomic = 0;
+  qp.comp.retry_deadline = 0;
+  if (qp.rq_owned) {
+    queue::RecvQueue& rq = *qp.rq_owned;
+    while (rq.retired() < rq.produced()) {
+      Wc wc{};
+      wc.wr_id = rq.at(rq.retired()).wr_id;
+      wc.status = WcStatus::kWrFlushErr;
+      wc.opcode = WcOpcode::kRecv;
+      wc.qp_num = qp.qpn;
+      complete(qp.recv_cq, wc, false);
+      rq.retire();
+    }
+  }
+  if (qp.resp.in_send) {
+    Wc wc{};
+    wc.wr_id = qp.resp.recv_wr_id;
+    wc.status = WcStatus::kWrFlushErr;
+    wc.opcode = WcOpcode::kRecv;
+    wc.qp_num = qp.qpn;
+    complete(qp.recv_cq, wc, false);
+    qp.resp.in_send = false;
+  }
+  qp.resp.serving = false;
+  qp.resp.ack_pending = false;
+  qp.error_pending = false;
+}
+
+void Engine::run_send(Qp& qp) {
+  QpState s = qp.state.load(std::memory_order_acquire);
+  if (s == QpState::kErr) {
+    if (qp.error_pending || qp.sq.retired() < qp.sq.produced() ||
+        (qp.rq_owned && qp.rq_owned->outstanding() > 0))
+      flush_errors(qp);
+    return;
+  }
+  if (qp.resp.serving) responder_run(*this, qp);
+  if (qp.resp.ack_pending) responder_flush_ack(*this, qp);
+  if (qp.req.next < qp.sq.produced()) requester_run(*this, qp);
+  if (qp.responder_error) {
+    qp.responder_error = false;
+    set_error(qp);
+    flush_errors(qp);
+  }
+}
+
+void Engine::kick(Qp* qp) {
+  qp->doorbell.store(false, std::memory_order_relaxed);
+  run_send(*qp);
+  tx_flush();
+}
+
+void Engine::run_timers(uint64_t now, uint64_t* next) {
+  auto earliest = [&](uint64_t t) {
+    if (t != 0 && (*next == 0 || t < *next)) *next = t;
+  };
+  for (Qp* qp : qps_) {
+    if (qp->comp.retry_deadline != 0 && now >= qp->comp.retry_deadline) completer_timeout(*this, *qp, now);
+    if (qp->req.rnr_wait && now >= qp->req.rnr_deadline) {
+      qp->req.rnr_wait = false;
+      run_send(*qp);
+    }
+    earliest(qp->comp.retry_deadline);
+    if (qp->req.rnr_wait) earliest(qp->req.rnr_deadline);
+  }
+  earliest(link_->service(now));
+}
+
+uint64_t Engine::progress() {
+  uint32_t budget = cfg_.rx_budget;
+  while (budget > 0) {
+    size_t want = std::min<size_t>(rx_.size(), budget);
+    size_t n = link_->recv(rx_.data(), want);
+    for (size_t i = 0; i < n; ++i) receive(rx_[i]);
+    budget -= static_cast<uint32_t>(n);
+    if (n < want) break;
+  }
+  // Everything the received packets made due (ACKs, READ responses, window space) goes out in
+  // this pass, batched with the requests posted meanwhile.
+  for (Qp* qp : qps_) {
+    qp->doorbell.store(false, std::memory_order_relaxed);
+    run_send(*qp);
+  }
+  uint64_t next = 0;
+  run_timers(now_ns(), &next);
+  tx_flush();
+  return next;
+}
+
+}  // namespace softrdma::transport

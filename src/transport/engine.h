@@ -1,0 +1,127 @@
+// The progress engine: moves packets between the link and the QPs' pipeline stages.
+//
+// One pass (progress()) drains received frames through the receive checks (recv.cc) to the
+// responder or completer, fires due timers, lets every QP with work emit packets, and flushes
+// the transmit batch with one sendmmsg. Everything runs under the engine lock, on whichever
+// thread holds it: an application thread inside post/poll (inline progress, the fast case) or
+// the device's background thread woken by a packet or a timer.
+#pragma once
+
+#include <sys/uio.h>
+
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <vector>
+
+#include "link/link.h"
+#include "mem/mr_table.h"
+#include "transport/counters.h"
+#include "transport/qp.h"
+#include "wire/icrc.h"
+#include "wire/packet.h"
+
+namespace softrdma::transport {
+
+struct EngineConfig {
+  uint16_t fabric_port = wire::kRoceV2Port;  // UDP port every peer listens on
+  uint32_t max_qp = 16384;
+  uint32_t window_packets = 256;  // unacknowledged request packets per RC QP
+  uint32_t ackreq_every = 32;     // ask for an ACK at least this often within a message stream
+  bool infer_ipv4_id = true;      // accept IPv4 senders that write a nonzero Identification
+  uint32_t rx_batch = 32;
+  uint32_t rx_budget = 256;       // frames per progress pass before yielding to timers and TX
+};
+
+uint64_t now_ns();
+// Local ACK timeout: 4.096 us * 2^timeout (IBA 9.7.6.1.3); 0 means none.
+uint64_t ack_timeout_ns(uint8_t timeout);
+
+// The transmit batch. Headers and the pad+ICRC trailer of each frame live in its slot; payload
+// parts point into registered memory (or inline data) and are read by sendmmsg directly.
+struct TxSlot {
+  uint8_t hdr[64];
+  uint8_t trailer[8];
+  link::TxFrame frame;
+};
+
+class Engine {
+ public:
+  Engine(std::unique_ptr<link::Link> link, const EngineConfig& cfg);
+  ~Engine();
+
+  std::mutex& mutex() { return mu_; }
+  link::Link& link() { return *link_; }
+  const EngineConfig& config() const { return cfg_; }
+  mem::MrTable& mrs() { return mrs_; }
+  DeviceCounters& counters() { return counters_; }
+  wire::Endpoint local() const { return local_; }
+
+  // Control path (lock held).
+  uint32_t alloc_qpn();
+  void add_qp(Qp* qp);
+  void remove_qp(Qp* qp);
+  Qp* find_qp(uint32_t qpn) const;
+  const std::vector<Qp*>& qps() const { return qps_; }
+
+  // One pass of progress (lock held). Returns the absolute time of the next timer, 0 = none.
+  uint64_t progress();
+  // Progress after a post: runs the requester of qp only, then flushes (lock held).
+  void kick(Qp* qp);
+
+  // Transmit helpers for the stages.
+  TxSlot* tx_begin();  // a cleared slot; flushes the batch first if it is full
+  // Finishes the frame: payload parts already added; sets pad, ICRC; queues it.
+  void tx_end(TxSlot* slot, const wire::Endpoint& dst, uint32_t header_len, uint32_t payload_len);
+  void tx_flush();
+
+  // Delivers a completion (lock held); a full CQ is an overrun (reported as a CQ error).
+  void complete(queue::CompletionQueue* cq, const Wc& wc, bool solicited);
+
+  // Moves qp to ERR and flushes its queues on the next pass.
+  void set_error(Qp& qp);
+
+ private:
+  void receive(link::RxFrame& f);
+  void run_timers(uint64_t now, uint64_t* next);
+  void run_send(Qp& qp);
+  void flush_errors(Qp& qp);
+
+  std::mutex mu_;
+  std::unique_ptr<link::Link> link_;
+  EngineConfig cfg_;
+  wire::Endpoint local_;
+  mem::MrTable mrs_;
+  DeviceCounters counters_;
+
+  uint32_t qpn_base_;
+  std::vector<Qp*> qp_table_;  // indexed by qpn - qpn_base_
+  std::vector<Qp*> qps_;       // live QPs, for passes over all of them
+  uint32_t qpn_cursor_ = 0;
+
+  std::vector<TxSlot> tx_;
+  std::vector<link::TxFrame> tx_frames_;
+  size_t tx_count_ = 0;
+
+  std::vector<link::RxFrame> rx_;
+  std::unique_ptr<uint8_t[]> rx_buffers_;
+};
+
+// Stage entry points (one file each).
+void requester_run(Engine& e, Qp& qp);                               // requester.cc
+void responder_receive(Engine& e, Qp& qp, const wire::PacketView& p, const link::RxFrame& f);  // responder.cc
+void responder_run(Engine& e, Qp& qp);                               // responder.cc: READ responses
+void responder_flush_ack(Engine& e, Qp& qp);                         // responder.cc
+void completer_receive(Engine& e, Qp& qp, const wire::PacketView& p);  // completer.cc
+void completer_timeout(Engine& e, Qp& qp, uint64_t now);             // completer.cc
+void completer_retire(Engine& e, Qp& qp);                            // completer.cc
+
+// Payload movement shared by the stages (payload.cc). Gathers [offset, offset+len) of a send
+// WQE's data into iovecs, validating every local key (FIG. 15); false with *status on failure.
+bool gather(Engine& e, Qp& qp, uint64_t index, uint32_t offset, uint32_t len, iovec* out, uint8_t max_parts,
+            uint8_t* nparts, WcStatus* status);
+// Scatters data into an SGE list at byte offset; needs local write. false with *status.
+bool scatter(Engine& e, uint32_t pd, const Sge* sges, uint32_t nsge, uint64_t offset, const uint8_t* data,
+             uint32_t len, WcStatus* status);
+
+}  // namespace softrdma::transport

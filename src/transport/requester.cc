@@ -1,0 +1,242 @@
+// The requester: turns send queue entries into request packets (IBA 9.4, 9.7.2).
+//
+// It walks the send queue from req.next, emitting one packet at a time, until the queue is
+// empty, the RC window is full, or an ordering rule (fence, max_rd_atomic) says wait. A
+// retransmission is the same walk started again at an earlier PSN (completer.cc rewinds
+// req.next/offset/psn): payload is gathered from registered memory again, never from a copy.
+#include <algorithm>
+
+#include "transport/engine.h"
+#include "transport/psn.h"
+
+namespace softrdma::transport {
+
+namespace {
+
+using wire::Transport;
+
+uint32_t packets_for(uint32_t len, uint32_t mtu) { return len == 0 ? 1 : (len + mtu - 1) / mtu; }
+
+bool is_send(WrOpcode o) { return o == WrOpcode::kSend || o == WrOpcode::kSendImm || o == WrOpcode::kSendInv; }
+bool is_write(WrOpcode o) { return o == WrOpcode::kRdmaWrite || o == WrOpcode::kRdmaWriteImm; }
+bool is_atomic(WrOpcode o) { return o == WrOpcode::kCompSwap || o == WrOpcode::kFetchAdd; }
+
+Transport transport_of(QpType t) {
+  return t == QpType::kRc ? Transport::kRc : t == QpType::kUc ? Transport::kUc : Transport::kUd;
+}
+
+uint8_t message_opcode(const Qp& qp, const SendWqe& w, bool first, bool last) {
+  using namespace wire;
+  bool imm = w.opcode == WrOpcode::kSendImm || w.opcode == WrOpcode::kRdmaWriteImm;
+  if (qp.type == QpType::kUd) return imm ? kUdSendOnlyImm : kUdSendOnly;
+  uint8_t op;
+  if (is_send(w.opcode)) {
+    bool inv = w.opcode == WrOpcode::kSendInv;
+    if (first && last)
+      op = imm ? kRcSendOnlyImm : inv ? kRcSendOnlyInv : kRcSendOnly;
+    else if (first)
+      op = kRcSendFirst;
+    else if (last)
+      op = imm ? kRcSendLastImm : inv ? kRcSendLastInv : kRcSendLast;
+    else
+      op = kRcSendMiddle;
+  } else {
+    if (first && last)
+      op = imm ? kRcWriteOnlyImm : kRcWriteOnly;
+    else if (first)
+      op = kRcWriteFirst;
+    else if (last)
+      op = imm ? kRcWriteLastImm : kRcWriteLast;
+    else
+      op = kRcWriteMiddle;
+  }
+  return make_opcode(transport_of(qp.type), op);
+}
+
+void fail(Engine& e, Qp& qp, SendWqe& w, WcStatus status) {
+  w.failed = true;
+  w.status = status;
+  e.set_error(qp);
+}
+
+enum class Start { kGo, kWait, kFailed };
+
+// First transmission of a WQE: ordering rules, then PSN assignment (IBA 9.4.1, 10.8.3.3).
+Start start(Engine& e, Qp& qp, SendWqe& w) {
+  auto& r = qp.req;
+  bool rd_atomic = w.opcode == WrOpcode::kRdmaRead || is_atomic(w.opcode);
+  // A fenced WQE waits until every earlier READ and atomic has completed.
+  if ((w.flags & kFence) && r.inflight_rd_atomic > 0) return Start::kWait;
+  if (rd_atomic && r.inflight_rd_atomic >= std::max<uint32_t>(1, qp.attr.max_rd_atomic)) return Start::kWait;
+  uint32_t mtu = mtu_bytes(qp.attr.path_mtu);
+  bool ok_for_type = qp.type == QpType::kRc ? !(w.opcode == WrOpcode::kLocalInv || w.opcode == WrOpcode::kBindMw)
+                     : qp.type == QpType::kUc ? (is_send(w.opcode) || is_write(w.opcode))
+                                              : (w.opcode == WrOpcode::kSend || w.opcode == WrOpcode::kSendImm);
+  if (!ok_for_type) {
+    fail(e, qp, w, WcStatus::kLocQpOpErr);
+    return Start::kFailed;
+  }
+  if ((qp.type == QpType::kUd && w.length > mtu) || (is_atomic(w.opcode) && w.length != 8)) {
+    fail(e, qp, w, WcStatus::kLocLenErr);
+    return Start::kFailed;
+  }
+  w.first_psn = r.psn;
+  w.npkts = is_atomic(w.opcode) ? 1 : packets_for(w.length, mtu);
+  w.started = true;
+  if (rd_atomic) r.inflight_rd_atomic++;
+  return Start::kGo;
+}
+
+void note_sent(Qp& qp, uint32_t psn, uint32_t npsn, uint32_t payload) {
+  auto& r = qp.req;
+  qp.counters.tx_packets++;
+  qp.counters.tx_bytes += payload;
+  if (psn_before(psn, r.fresh_psn)) qp.counters.retransmits++;
+  uint32_t end = psn_add(psn, npsn);
+  if (psn_after(end, r.fresh_psn)) r.fresh_psn = end;
+}
+
+// Emits the next packet of a SEND or RDMA WRITE (or a UD/UC message). False on failure.
+bool emit_message_packet(Engine& e, Qp& qp, uint64_t index, SendWqe& w) {
+  auto& r = qp.req;
+  uint32_t mtu = mtu_bytes(qp.attr.path_mtu);
+  uint32_t chunk = std::min(mtu, w.length - r.offset);
+  bool first = r.offset == 0;
+  bool last = r.offset + chunk >= w.length;
+  uint8_t opcode = message_opcode(qp, w, first, last);
+  const wire::OpcodeInfo& info = wire::opcode_info(opcode);
+
+  TxSlot* s = e.tx_begin();
+  uint8_t n = 0;
+  WcStatus status;
+  if (!gather(e, qp, index, r.offset, chunk, &s->frame.parts[1], link::kMaxTxParts - 2, &n, &status)) {
+    fail(e, qp, w, status);
+    return false;
+  }
+  s->frame.nparts = static_cast<uint8_t>(1 + n);
+
+  bool rc = qp.type == QpType::kRc;
+  wire::BthFields b;
+  b.opcode = opcode;
+  b.se = (w.flags & kSolicited) && last;
+  b.dqpn = qp.type == QpType::kUd ? w.ud_qpn : qp.attr.dest_qpn;
+  b.psn = r.psn;
+  // Ask for an ACK at the end of each message, every ackreq_every packets, and when the window
+  // is about to close, so the requester never waits for a timeout to learn of progress.
+  ++r.since_ackreq;
+  b.ackreq = rc && (last || r.since_ackreq >= e.config().ackreq_every ||
+                    psn_diff(r.psn, qp.comp.una_psn) + 1 >= static_cast<int32_t>(e.config().window_packets));
+  if (b.ackreq) r.since_ackreq = 0;
+  wire::write_bth(s->hdr, b);
+  if (info.has(wire::kReth)) {
+    uint8_t* h = s->hdr + info.reth;
+    wire::set(h, wire::reth::va, w.remote_addr);
+    wire::set(h, wire::reth::rkey, w.rkey);
+    wire::set(h, wire::reth::dmalen, w.length);
+  }
+  if (info.has(wire::kImmDt)) wire::set(s->hdr + info.immdt, wire::immdt::imm, w.imm);
+  if (info.has(wire::kIeth)) wire::set(s->hdr + info.ieth, wire::ieth::rkey, w.imm);
+  if (info.has(wire::kDeth)) {
+    uint8_t* h = s->hdr + info.deth;
+    // IBA 10.2.5: a Q_Key with the high bit set means "use the QP's own Q_Key".
+    wire::set(h, wire::deth::qkey, (w.ud_qkey & 0x80000000u) ? qp.attr.qkey : w.ud_qkey);
+    wire::set(h, wire::deth::sqpn, qp.qpn);
+  }
+  e.tx_end(s, qp.type == QpType::kUd ? w.ud_dst : qp.peer, info.payload, chunk);
+  note_sent(qp, r.psn, 1, chunk);
+
+  r.offset += chunk;
+  r.psn = psn_add(r.psn, 1);
+  if (last) {
+    r.next++;
+    r.offset = 0;
+    if (!rc) w.acked = true;  // UC and UD complete once sent
+  }
+  return true;
+}
+
+void emit_read_request(Engine& e, Qp& qp, SendWqe& w) {
+  auto& r = qp.req;
+  uint32_t mtu = mtu_bytes(qp.attr.path_mtu);
+  // Responses already placed need not be asked for again.
+  uint32_t from_pkt = std::max(r.offset / mtu, w.read_received);
+  uint32_t offset = std::min(from_pkt * mtu, w.length);
+  uint32_t psn = psn_add(w.first_psn, from_pkt);
+  TxSlot* s = e.tx_begin();
+  const wire::OpcodeInfo& info = wire::opcode_info(wire::kRcReadRequest);
+  wire::BthFields b;
+  b.opcode = wire::kRcReadRequest;
+  b.dqpn = qp.attr.dest_qpn;
+  b.psn = psn;
+  b.ackreq = true;
+  wire::write_bth(s->hdr, b);
+  uint8_t* h = s->hdr + info.reth;
+  wire::set(h, wire::reth::va, w.remote_addr + offset);
+  wire::set(h, wire::reth::rkey, w.rkey);
+  wire::set(h, wire::reth::dmalen, w.length - offset);
+  e.tx_end(s, qp.peer, info.payload, 0);
+  note_sent(qp, psn, w.npkts - from_pkt, 0);
+  r.psn = psn_add(w.first_psn, w.npkts);
+  r.next++;
+  r.offset = 0;
+}
+
+void emit_atomic(Engine& e, Qp& qp, SendWqe& w) {
+  auto& r = qp.req;
+  uint8_t opcode = w.opcode == WrOpcode::kCompSwap ? wire::kRcCompSwap : wire::kRcFetchAdd;
+  const wire::OpcodeInfo& info = wire::opcode_info(opcode);
+  TxSlot* s = e.tx_begin();
+  wire::BthFields b;
+  b.opcode = opcode;
+  b.dqpn = qp.attr.dest_qpn;
+  b.psn = r.psn;
+  b.ackreq = true;
+  wire::write_bth(s->hdr, b);
+  uint8_t* h = s->hdr + info.atmeth;
+  wire::set(h, wire::atmeth::va, w.remote_addr);
+  wire::set(h, wire::atmeth::rkey, w.rkey);
+  wire::set(h, wire::atmeth::swap_add, w.opcode == WrOpcode::kCompSwap ? w.swap : w.compare_add);
+  wire::set(h, wire::atmeth::compare, w.opcode == WrOpcode::kCompSwap ? w.compare_add : 0);
+  e.tx_end(s, qp.peer, info.payload, 0);
+  note_sent(qp, r.psn, 1, 0);
+  r.psn = psn_add(r.psn, 1);
+  r.next++;
+  r.offset = 0;
+}
+
+}  // namespace
+
+uint64_t ack_timeout_ns(uint8_t timeout) { return timeout == 0 ? 0 : 4096ull << timeout; }
+
+void requester_run(Engine& e, Qp& qp) {
+  QpState state = qp.state.load(std::memory_order_acquire);
+  if (state != QpState::kRts || qp.req.rnr_wait) return;
+  auto& r = qp.req;
+  bool rc = qp.type == QpType::kRc;
+  bool sent = false;
+  while (r.next < qp.sq.produced()) {
+    uint64_t index = r.next;
+    SendWqe& w = qp.sq.at(index);
+    if (!w.started) {
+      Start st = start(e, qp, w);
+      if (st == Start::kWait) break;
+      if (st == Start::kFailed) break;
+    }
+    if (rc && psn_diff(r.psn, qp.comp.una_psn) >= static_cast<int32_t>(e.config().window_packets)) break;
+    if (w.opcode == WrOpcode::kRdmaRead) {
+      emit_read_request(e, qp, w);
+    } else if (is_atomic(w.opcode)) {
+      emit_atomic(e, qp, w);
+    } else if (!emit_message_packet(e, qp, index, w)) {
+      break;
+    }
+    sent = true;
+  }
+  if (rc && sent && qp.comp.retry_deadline == 0) {
+    uint64_t t = ack_timeout_ns(qp.attr.timeout);
+    if (t != 0) qp.comp.retry_deadline = now_ns() + t;
+  }
+  if (!rc) completer_retire(e, qp);
+}
+
+}  // namespace softrdma::transport
