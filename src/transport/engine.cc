@@ -195,6 +195,7 @@ void Engine::run_timers(uint64_t now, uint64_t* next) {
     if (qp->req.rnr_wait) earliest(qp->req.rnr_deadline);
   }
   earliest(link_->service(now));
+  earliest_timer_ = *next;
 }
 
 uint64_t Engine::progress() {

@@ -81,6 +81,13 @@ class Engine {
   // Moves qp to ERR and flushes its queues on the next pass.
   void set_error(Qp& qp);
 
+  // Stages call this when they arm a timer, so the device can wake its sleeping thread if the
+  // new deadline is earlier than the one it sleeps until.
+  void note_timer(uint64_t deadline) {
+    if (deadline != 0 && (earliest_timer_ == 0 || deadline < earliest_timer_)) earliest_timer_ = deadline;
+  }
+  uint64_t earliest_timer() const { return earliest_timer_; }
+
  private:
   void receive(link::RxFrame& f);
   void run_timers(uint64_t now, uint64_t* next);
@@ -94,6 +101,7 @@ class Engine {
   mem::MrTable mrs_;
   DeviceCounters counters_;
 
+  uint64_t earliest_timer_ = 0;
   uint32_t qpn_base_;
   std::vector<Qp*> qp_table_;  // indexed by qpn - qpn_base_
   std::vector<Qp*> qps_;       // live QPs, for passes over all of them

@@ -1,5 +1,7 @@
 #include "transport/qp.h"
 
+#include "wire/fields.h"
+
 #include <array>
 #include <cerrno>
 

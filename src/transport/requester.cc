@@ -234,7 +234,10 @@ void requester_run(Engine& e, Qp& qp) {
   }
   if (rc && sent && qp.comp.retry_deadline == 0) {
     uint64_t t = ack_timeout_ns(qp.attr.timeout);
-    if (t != 0) qp.comp.retry_deadline = now_ns() + t;
+    if (t != 0) {
+      qp.comp.retry_deadline = now_ns() + t;
+      e.note_timer(qp.comp.retry_deadline);
+    }
   }
   if (!rc) completer_retire(e, qp);
 }

@@ -1,0 +1,667 @@
+#include "device/device.h"
+
+#include <poll.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+
+#include "link/udp_link.h"
+
+namespace softrdma {
+
+namespace {
+
+// A vendor id that is not a real vendor's OUI (notably neither Mellanox's 0x02c9 nor
+// Amazon's 0x1d0f), so providers keyed on vendor ids never claim this device.
+constexpr uint32_t kVendorId = 0x534f46;  // "SOF"
+constexpr uint32_t kVendorPartId = 0x0001;
+constexpr uint32_t kMaxQpWr = 16384;
+constexpr uint32_t kMaxSge = 32;
+constexpr uint32_t kMaxInline = 512;
+constexpr uint32_t kMaxCqe = 1u << 20;
+constexpr uint32_t kMaxRdAtomic = 16;
+// While the application polled within this window, the background thread leaves the socket to
+// the application's thread instead of waking for every packet (a wake-up costs 20-25 us).
+constexpr uint64_t kAppActiveNs = 200'000;
+
+uint8_t mtu_enum(uint32_t bytes) {
+  switch (bytes) {
+    case 256: return 1;
+    case 512: return 2;
+    case 1024: return 3;
+    case 2048: return 4;
+    case 4096: return 5;
+  }
+  return 0;
+}
+
+template <typename T>
+bool erase_owned(std::vector<std::unique_ptr<T>>& v, T* p) {
+  auto it = std::find_if(v.begin(), v.end(), [p](const auto& u) { return u.get() == p; });
+  if (it == v.end()) return false;
+  v.erase(it);
+  return true;
+}
+
+template <typename T>
+bool owns(const std::vector<std::unique_ptr<T>>& v, const T* p) {
+  return std::any_of(v.begin(), v.end(), [p](const auto& u) { return u.get() == p; });
+}
+
+}  // namespace
+
+DeviceConfig DeviceConfig::from_env(std::string* err) {
+  DeviceConfig cfg;
+  if (const char* v = std::getenv("SOFTRDMA_NAME")) cfg.name = v;
+  if (const char* v = std::getenv("SOFTRDMA_ADDR")) {
+    cfg.address = wire::IpAddr::parse(v);
+    if (!cfg.address && err) *err = std::string("SOFTRDMA_ADDR: not an IP address: ") + v;
+  }
+  if (const char* v = std::getenv("SOFTRDMA_PORT")) cfg.port = static_cast<uint16_t>(std::atoi(v));
+  if (const char* v = std::getenv("SOFTRDMA_MTU")) cfg.mtu = static_cast<uint32_t>(std::atoi(v));
+  if (const char* v = std::getenv("SOFTRDMA_FAULT")) {
+    std::string e;
+    cfg.fault = link::parse_fault_spec(v, &e);
+    if (!cfg.fault && err) *err = "SOFTRDMA_FAULT: " + e;
+  }
+  if (const char* v = std::getenv("SOFTRDMA_BUSY_POLL")) cfg.busy_poll = std::atoi(v) != 0;
+  return cfg;
+}
+
+Device::Device(const DeviceConfig& cfg) : cfg_(cfg) {}
+
+std::unique_ptr<Device> Device::open(const DeviceConfig& cfg, std::string* err) {
+  if (mtu_enum(cfg.mtu) == 0) {
+    if (err) *err = "MTU must be 256, 512, 1024, 2048 or 4096";
+    return nullptr;
+  }
+  std::unique_ptr<link::Link> link;
+  std::string e;
+  if (cfg.address) {
+    link = link::UdpLink::open(wire::Endpoint{*cfg.address, cfg.port}, &e);
+  } else {
+    link = link::UdpLink::open_auto_loopback(cfg.port, &e);
+  }
+  if (!link) {
+    if (err) *err = "cannot open the RoCEv2 link: " + e;
+    return nullptr;
+  }
+  std::unique_ptr<Device> dev(new Device(cfg));
+  if (cfg.fault) {
+    auto fl = std::make_unique<link::FaultLink>(std::move(link), *cfg.fault);
+    dev->fault_ = fl.get();
+    link = std::move(fl);
+  }
+  transport::EngineConfig ecfg = cfg.engine;
+  ecfg.fabric_port = cfg.port;
+  dev->engine_ = std::make_unique<transport::Engine>(std::move(link), ecfg);
+
+  DeviceAttr& a = dev->attr_;
+  // GUIDs from the address, EUI-64 style, so they are stable for a given address.
+  const auto& ip = dev->engine_->local().ip.bytes;
+  uint64_t g = 0x02534f0000000000ull;
+  for (int i = 0; i < 16; ++i) g = (g ^ ip[i]) * 0x100000001b3ull;
+  a.node_guid = (g & 0x0000ffffffffffffull) | 0x0253000000000000ull;
+  a.sys_image_guid = a.node_guid;
+  a.vendor_id = kVendorId;
+  a.vendor_part_id = kVendorPartId;
+  a.max_qp = ecfg.max_qp;
+  a.max_qp_wr = kMaxQpWr;
+  a.max_sge = kMaxSge;
+  a.max_sge_rd = kMaxSge;
+  a.max_cq = 1u << 16;
+  a.max_cqe = kMaxCqe;
+  a.max_mr = 1u << 16;
+  a.max_pd = 1u << 16;
+  a.max_qp_rd_atom = kMaxRdAtomic;
+  a.max_qp_init_rd_atom = kMaxRdAtomic;
+  a.max_res_rd_atom = kMaxRdAtomic * ecfg.max_qp;
+  a.max_srq = 1u << 16;
+  a.max_srq_wr = kMaxQpWr;
+  a.max_srq_sge = kMaxSge;
+  a.max_ah = 1u << 16;
+  a.max_inline_data = kMaxInline;
+
+  dev->wake_fd_ = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  if (cfg.progress_thread) dev->thread_ = std::thread([d = dev.get()] { d->thread_main(); });
+  return dev;
+}
+
+Device::~Device() {
+  stop_.store(true);
+  if (thread_.joinable()) {
+    uint64_t one = 1;
+    ssize_t r = write(wake_fd_, &one, sizeof one);
+    (void)r;
+    thread_.join();
+  }
+  if (wake_fd_ >= 0) close(wake_fd_);
+}
+
+PortAttr Device::port_attr() const {
+  PortAttr p;
+  p.max_mtu = p.active_mtu = mtu_enum(cfg_.mtu);
+  return p;
+}
+
+std::string Device::describe_link() const { return engine_->link().describe(); }
+
+// ---- progress ---------------------------------------------------------------------------
+
+void Device::thread_main() {
+  auto& mu = engine_->mutex();
+  while (!stop_.load(std::memory_order_acquire)) {
+    uint64_t next;
+    {
+      std::lock_guard<std::mutex> g(mu);
+      pending_.store(false);
+      next = engine_->progress();
+    }
+    if (cfg_.busy_poll) continue;
+    uint64_t now = transport::now_ns();
+    bool app_active = now - last_app_poll_.load(std::memory_order_relaxed) < kAppActiveNs;
+    uint64_t until = next;
+    if (app_active && (until == 0 || until > now + kAppActiveNs)) until = now + kAppActiveNs;
+    thread_wakes_at_.store(until, std::memory_order_seq_cst);
+    // A post that armed an earlier timer after progress() returned must not be slept through.
+    uint64_t earliest;
+    {
+      std::lock_guard<std::mutex> g(mu);
+      earliest = engine_->earliest_timer();
+    }
+    if (earliest != 0 && (until == 0 || earliest < until)) until = earliest;
+    pollfd fds[2] = {{wake_fd_, POLLIN, 0}, {engine_->link().fd(), POLLIN, 0}};
+    nfds_t nfds = app_active ? 1 : 2;
+    timespec ts{}, *tsp = nullptr;
+    if (until != 0) {
+      uint64_t d = until > now ? until - now : 0;
+      ts.tv_sec = static_cast<time_t>(d / 1000000000ull);
+      ts.tv_nsec = static_cast<long>(d % 1000000000ull);
+      tsp = &ts;
+    }
+    if (!pending_.load()) ppoll(fds, nfds, tsp, nullptr);
+    thread_wakes_at_.store(transport::now_ns(), std::memory_order_relaxed);
+    if (fds[0].revents & POLLIN) {
+      uint64_t v;
+      ssize_t r = read(wake_fd_, &v, sizeof v);
+      (void)r;
+    }
+  }
+}
+
+void Device::wake_if_needed() {
+  if (!thread_.joinable()) return;
+  uint64_t earliest = engine_->earliest_timer();
+  uint64_t wakes = thread_wakes_at_.load(std::memory_order_seq_cst);
+  if (earliest != 0 && (wakes == 0 || earliest < wakes)) {
+    thread_wakes_at_.store(earliest, std::memory_order_relaxed);
+    uint64_t one = 1;
+    ssize_t r = write(wake_fd_, &one, sizeof one);
+    (void)r;
+  }
+}
+
+// Work left by a thread that could not take the engine lock is done by whoever holds it next:
+// the holder re-checks pending_ after unlocking (the flag and the lock form a Dekker pair, hence
+// the sequentially consistent accesses).
+void Device::after_unlock() {
+  while (pending_.load(std::memory_order_seq_cst)) {
+    auto& mu = engine_->mutex();
+    if (!mu.try_lock()) return;
+    pending_.store(false, std::memory_order_seq_cst);
+    engine_->progress();
+    wake_if_needed();
+    mu.unlock();
+  }
+}
+
+void Device::kick(transport::Qp* qp) {
+  auto& mu = engine_->mutex();
+  qp->doorbell.store(true, std::memory_order_relaxed);
+  pending_.store(true, std::memory_order_seq_cst);
+  if (!mu.try_lock()) return;  // the holder sees pending_ and runs it
+  pending_.store(false, std::memory_order_seq_cst);
+  engine_->kick(qp);
+  wake_if_needed();
+  mu.unlock();
+  after_unlock();
+}
+
+void Device::try_progress() {
+  auto& mu = engine_->mutex();
+  if (!mu.try_lock()) return;
+  pending_.store(false, std::memory_order_seq_cst);
+  engine_->progress();
+  wake_if_needed();
+  mu.unlock();
+  after_unlock();
+}
+
+void Device::progress() {
+  {
+    std::lock_guard<std::mutex> g(engine_->mutex());
+    pending_.store(false, std::memory_order_seq_cst);
+    engine_->progress();
+    wake_if_needed();
+  }
+  after_unlock();
+}
+
+// ---- objects ----------------------------------------------------------------------------
+
+Pd* Device::alloc_pd() {
+  std::lock_guard<std::mutex> g(objects_mu_);
+  auto pd = std::make_unique<Pd>();
+  pd->dev = this;
+  pd->handle = next_pd_++;
+  Pd* raw = pd.get();
+  pds_.insert(std::move(pd));
+  return raw;
+}
+
+int Device::dealloc_pd(Pd* pd) {
+  std::lock_guard<std::mutex> g(objects_mu_);
+  auto it = std::find_if(pds_.begin(), pds_.end(), [pd](const auto& u) { return u.get() == pd; });
+  if (it == pds_.end()) return EINVAL;
+  if (pd->refs.load() != 0) return EBUSY;
+  pds_.erase(it);
+  return 0;
+}
+
+Mr* Device::reg_mr(Pd* pd, void* addr, size_t length, uint32_t access, int* err, std::optional<uint64_t> iova) {
+  *err = 0;
+  // IBA 10.6.3.1 (C10-?): remote write or atomic access requires local write.
+  if ((access & (mem::kRemoteWrite | mem::kRemoteAtomic)) && !(access & mem::kLocalWrite)) {
+    *err = EINVAL;
+    return nullptr;
+  }
+  if (pd == nullptr || (addr == nullptr && length != 0)) {
+    *err = EINVAL;
+    return nullptr;
+  }
+  auto mr = std::make_unique<Mr>();
+  mr->pd = pd;
+  mr->addr = addr;
+  mr->length = length;
+  mr->iova = iova.value_or(reinterpret_cast<uint64_t>(addr));
+  mr->access = access;
+  mem::EntryType type = (access & mem::kZeroBased) ? mem::EntryType::kZeroBasedRegion : mem::EntryType::kRegion;
+  {
+    std::lock_guard<std::mutex> g(engine_->mutex());
+    mr->lkey = mr->rkey =
+        engine_->mrs().add(pd->handle, static_cast<uint8_t*>(addr), mr->iova, length, access, type);
+  }
+  if (mr->lkey == 0) {
+    *err = ENOMEM;
+    return nullptr;
+  }
+  pd->refs++;
+  std::lock_guard<std::mutex> g(objects_mu_);
+  mrs_.push_back(std::move(mr));
+  return mrs_.back().get();
+}
+
+int Device::dereg_mr(Mr* mr) {
+  std::lock_guard<std::mutex> g(objects_mu_);
+  if (!owns(mrs_, mr)) return EINVAL;
+  {
+    std::lock_guard<std::mutex> eg(engine_->mutex());
+    engine_->mrs().remove(mr->lkey);
+  }
+  mr->pd->refs--;
+  erase_owned(mrs_, mr);
+  return 0;
+}
+
+Cq* Device::create_cq(uint32_t min_entries, queue::CompletionChannel* channel, void* user_context, int* err) {
+  *err = 0;
+  if (min_entries == 0 || min_entries > kMaxCqe) {
+    *err = EINVAL;
+    return nullptr;
+  }
+  auto cq = std::make_unique<Cq>(min_entries, channel, user_context);
+  cq->dev = this;
+  std::lock_guard<std::mutex> g(objects_mu_);
+  cqs_.push_back(std::move(cq));
+  return cqs_.back().get();
+}
+
+int Device::destroy_cq(Cq* cq) {
+  std::lock_guard<std::mutex> g(objects_mu_);
+  if (!owns(cqs_, cq)) return EINVAL;
+  if (cq->refs.load() != 0) return EBUSY;
+  if (cq->channel() != nullptr) cq->channel()->forget(cq);
+  erase_owned(cqs_, cq);
+  return 0;
+}
+
+int Device::poll_cq(Cq* cq, Wc* out, int n) {
+  int got = cq->poll(out, n);
+  if (got > 0) return got;
+  last_app_poll_.store(transport::now_ns(), std::memory_order_relaxed);
+  try_progress();
+  return cq->poll(out, n);
+}
+
+void Device::req_notify_cq(Cq* cq, bool solicited_only) { cq->arm(solicited_only); }
+
+Srq* Device::create_srq(Pd* pd, uint32_t max_wr, uint32_t max_sge, int* err) {
+  *err = 0;
+  if (pd == nullptr || max_wr == 0 || max_wr > kMaxQpWr || max_sge > kMaxSge) {
+    *err = EINVAL;
+    return nullptr;
+  }
+  auto srq = std::make_unique<Srq>(max_wr, max_sge);
+  srq->pd = pd;
+  pd->refs++;
+  std::lock_guard<std::mutex> g(objects_mu_);
+  srqs_.push_back(std::move(srq));
+  return srqs_.back().get();
+}
+
+int Device::destroy_srq(Srq* srq) {
+  std::lock_guard<std::mutex> g(objects_mu_);
+  if (!owns(srqs_, srq)) return EINVAL;
+  if (srq->refs.load() != 0) return EBUSY;
+  srq->pd->refs--;
+  erase_owned(srqs_, srq);
+  return 0;
+}
+
+int Device::post_srq_recv(Srq* srq, const RecvWr* wrs, size_t n, size_t* bad) {
+  std::lock_guard<std::mutex> g(srq->post_lock());
+  for (size_t i = 0; i < n; ++i) {
+    if (int rc = srq->post(wrs[i])) {
+      if (bad) *bad = i;
+      return rc;
+    }
+  }
+  return 0;
+}
+
+AddressHandle* Device::create_ah(Pd* pd, const AddressVector& av, int* err) {
+  *err = 0;
+  if (pd == nullptr || av.dgid.is_v4() != gid().is_v4()) {
+    *err = EINVAL;
+    return nullptr;
+  }
+  auto ah = std::make_unique<AddressHandle>();
+  ah->pd = pd;
+  ah->av = av;
+  ah->dst = wire::Endpoint{av.dgid, cfg_.port};
+  pd->refs++;
+  std::lock_guard<std::mutex> g(objects_mu_);
+  ahs_.push_back(std::move(ah));
+  return ahs_.back().get();
+}
+
+int Device::destroy_ah(AddressHandle* ah) {
+  std::lock_guard<std::mutex> g(objects_mu_);
+  if (!owns(ahs_, ah)) return EINVAL;
+  ah->pd->refs--;
+  erase_owned(ahs_, ah);
+  return 0;
+}
+
+QueuePair* Device::create_qp(Pd* pd, const QpInitAttr& init, int* err) {
+  *err = 0;
+  const QpCaps& c = init.cap;
+  bool bad = pd == nullptr || init.send_cq == nullptr || init.recv_cq == nullptr ||
+             c.max_send_wr > kMaxQpWr || c.max_recv_wr > kMaxQpWr || c.max_send_sge > kMaxSge ||
+             c.max_recv_sge > kMaxSge || c.max_inline_data > kMaxInline ||
+             (init.type != QpType::kRc && init.type != QpType::kUc && init.type != QpType::kUd) ||
+             (init.srq != nullptr && init.type == QpType::kUc && false);
+  if (bad) {
+    *err = EINVAL;
+    return nullptr;
+  }
+  auto qp = std::make_unique<QueuePair>();
+  qp->pd = pd;
+  qp->init = init;
+  // Report what we give: at least one of everything, so a zero-sized queue still works.
+  QpCaps& cap = qp->init.cap;
+  cap.max_send_wr = std::max<uint32_t>(cap.max_send_wr, 1);
+  cap.max_recv_wr = init.srq ? 0 : std::max<uint32_t>(cap.max_recv_wr, 1);
+  cap.max_send_sge = std::max<uint32_t>(cap.max_send_sge, 1);
+  cap.max_recv_sge = init.srq ? 0 : std::max<uint32_t>(cap.max_recv_sge, 1);
+  {
+    std::lock_guard<std::mutex> g(engine_->mutex());
+    uint32_t qpn = engine_->alloc_qpn();
+    if (qpn == 0) {
+      *err = ENOMEM;
+      return nullptr;
+    }
+    qp->qp = std::make_unique<transport::Qp>(qpn, init.type, pd->handle, cap, init.send_cq, init.recv_cq,
+                                             init.srq, init.sq_sig_all, init.user_context);
+    engine_->add_qp(qp->qp.get());
+  }
+  pd->refs++;
+  init.send_cq->refs++;
+  init.recv_cq->refs++;
+  if (init.srq) init.srq->refs++;
+  std::lock_guard<std::mutex> g(objects_mu_);
+  qps_.push_back(std::move(qp));
+  return qps_.back().get();
+}
+
+int Device::modify_qp(QueuePair* qpair, const QpAttr& a, uint32_t mask, const char** why) {
+  transport::Qp& qp = *qpair->qp;
+  std::lock_guard<std::mutex> g(engine_->mutex());
+  QpState cur = qp.state.load();
+  if (int rc = transport::check_modify(qp.type, cur, a, mask, why)) return rc;
+  if ((mask & transport::kAttrPathMtu) && a.path_mtu > mtu_enum(cfg_.mtu)) {
+    if (why) *why = "path MTU larger than the port MTU";
+    return EINVAL;
+  }
+  if (((mask & transport::kAttrMaxQpRdAtomic) && a.max_rd_atomic > kMaxRdAtomic) ||
+      ((mask & transport::kAttrMaxDestRdAtomic) && a.max_dest_rd_atomic > kMaxRdAtomic)) {
+    if (why) *why = "max_rd_atomic / max_dest_rd_atomic above the device limit";
+    return EINVAL;
+  }
+  if ((mask & transport::kAttrAv) && a.av.dgid.is_v4() != gid().is_v4()) {
+    if (why) *why = "destination GID of another IP family than the port";
+    return EINVAL;
+  }
+  QpAttr& q = qp.attr;
+  using namespace transport;
+  if (mask & kAttrAccessFlags) q.access = a.access;
+  if (mask & kAttrPkeyIndex) q.pkey_index = a.pkey_index;
+  if (mask & kAttrPort) q.port_num = a.port_num;
+  if (mask & kAttrQkey) q.qkey = a.qkey;
+  if (mask & kAttrAv) {
+    q.av = a.av;
+    qp.peer = wire::Endpoint{a.av.dgid, cfg_.port};
+  }
+  if (mask & kAttrPathMtu) q.path_mtu = a.path_mtu;
+  if (mask & kAttrTimeout) q.timeout = a.timeout;
+  if (mask & kAttrRetryCnt) q.retry_cnt = a.retry_cnt;
+  if (mask & kAttrRnrRetry) q.rnr_retry = a.rnr_retry;
+  if (mask & kAttrRqPsn) q.rq_psn = a.rq_psn;
+  if (mask & kAttrMaxQpRdAtomic) q.max_rd_atomic = a.max_rd_atomic;
+  if (mask & kAttrMinRnrTimer) q.min_rnr_timer = a.min_rnr_timer;
+  if (mask & kAttrSqPsn) q.sq_psn = a.sq_psn;
+  if (mask & kAttrMaxDestRdAtomic) q.max_dest_rd_atomic = a.max_dest_rd_atomic;
+  if (mask & kAttrDestQpn) q.dest_qpn = a.dest_qpn;
+  if (qp.type == QpType::kUd) q.path_mtu = mtu_enum(cfg_.mtu);
+
+  QpState next = (mask & kAttrState) ? a.state : cur;
+  if (next == QpState::kReset) {
+    // Back to a clean QP: queues emptied without completions (IBA 10.3.1 Reset state).
+    while (qp.sq.retired() < qp.sq.produced()) qp.sq.retire();
+    if (qp.rq_owned)
+      while (qp.rq_owned->retired() < qp.rq_owned->produced()) qp.rq_owned->retire();
+    qp.req = {};
+    qp.comp = {};
+    auto resources = std::move(qp.resp.resources);
+    auto sges = std::move(qp.resp.recv_sges);
+    qp.resp = {};
+    qp.resp.recv_sges = std::move(sges);
+    qp.error_pending = qp.responder_error = false;
+  }
+  if (cur == QpState::kInit && next == QpState::kRtr) {
+    qp.resp.epsn = q.rq_psn;
+    qp.resp.nresources = std::max<uint32_t>(16, q.max_dest_rd_atomic);
+    qp.resp.resources = std::make_unique<transport::ResponderResource[]>(qp.resp.nresources);
+  }
+  if (cur == QpState::kRtr && next == QpState::kRts) {
+    qp.req.psn = qp.req.fresh_psn = qp.comp.una_psn = q.sq_psn;
+    qp.req.next = qp.sq.retired();
+    qp.comp.retry_left = q.retry_cnt;
+    qp.comp.rnr_left = q.rnr_retry;
+  }
+  q.state = next;
+  qp.state.store(next, std::memory_order_release);
+  if (next == QpState::kErr) {
+    engine_->set_error(qp);
+    engine_->kick(&qp);
+  } else if (next == QpState::kRts) {
+    engine_->kick(&qp);  // WQEs posted in RTR go out now
+  }
+  return 0;
+}
+
+int Device::query_qp(QueuePair* qp, QpAttr* attr, QpInitAttr* init) {
+  std::lock_guard<std::mutex> g(engine_->mutex());
+  if (attr) {
+    *attr = qp->qp->attr;
+    attr->state = attr->cur_state = qp->state();
+    attr->cap = qp->init.cap;
+  }
+  if (init) *init = qp->init;
+  return 0;
+}
+
+int Device::destroy_qp(QueuePair* qp) {
+  std::lock_guard<std::mutex> g(objects_mu_);
+  if (!owns(qps_, qp)) return EINVAL;
+  {
+    std::lock_guard<std::mutex> eg(engine_->mutex());
+    engine_->remove_qp(qp->qp.get());
+  }
+  qp->pd->refs--;
+  qp->init.send_cq->refs--;
+  qp->init.recv_cq->refs--;
+  if (qp->init.srq) qp->init.srq->refs--;
+  erase_owned(qps_, qp);
+  return 0;
+}
+
+// ---- posting ----------------------------------------------------------------------------
+
+int Device::post_one_send(QueuePair* qpair, const SendWr& wr) {
+  transport::Qp& qp = *qpair->qp;
+  if (wr.num_sge > qp.sq.max_sge()) return EINVAL;
+  bool inl = (wr.flags & kInline) != 0;
+  uint64_t total = 0;
+  for (uint32_t i = 0; i < wr.num_sge; ++i) total += wr.sg_list[i].length;
+  if (total > port_attr().max_msg_sz) return EINVAL;
+  if (inl && total > qp.cap.max_inline_data) return EINVAL;
+  if (qp.type == QpType::kUd && wr.ud.ah == nullptr) return EINVAL;
+  uint64_t index;
+  transport::SendWqe* w = qp.sq.reserve(&index);
+  if (w == nullptr) return ENOMEM;
+  *w = transport::SendWqe{};
+  w->wr_id = wr.wr_id;
+  w->opcode = wr.opcode;
+  w->flags = wr.flags;
+  w->imm = wr.imm_data;
+  w->length = static_cast<uint32_t>(total);
+  w->is_inline = inl;
+  switch (wr.opcode) {
+    case WrOpcode::kCompSwap:
+    case WrOpcode::kFetchAdd:
+      w->remote_addr = wr.atomic.remote_addr;
+      w->rkey = wr.atomic.rkey;
+      w->compare_add = wr.atomic.compare_add;
+      w->swap = wr.atomic.swap;
+      break;
+    default:
+      w->remote_addr = wr.rdma.remote_addr;
+      w->rkey = wr.rdma.rkey;
+  }
+  if (qp.type == QpType::kUd) {
+    w->ud_dst = wr.ud.ah->dst;
+    w->ud_qpn = wr.ud.remote_qpn;
+    w->ud_qkey = wr.ud.remote_qkey;
+  }
+  if (inl) {
+    uint8_t* dst = qp.inline_data(index);
+    for (uint32_t i = 0; i < wr.num_sge; ++i) {
+      std::memcpy(dst, reinterpret_cast<const void*>(wr.sg_list[i].addr), wr.sg_list[i].length);
+      dst += wr.sg_list[i].length;
+    }
+  } else {
+    std::copy_n(wr.sg_list, wr.num_sge, qp.sq.sges(index));
+    w->num_sge = wr.num_sge;
+  }
+  qp.sq.commit();
+  return 0;
+}
+
+int Device::post_send(QueuePair* qpair, const SendWr* wrs, size_t n, size_t* bad) {
+  transport::Qp& qp = *qpair->qp;
+  QpState s = qp.state.load(std::memory_order_acquire);
+  if (s == QpState::kReset || s == QpState::kInit || s == QpState::kRtr) {
+    if (bad) *bad = 0;
+    return EINVAL;
+  }
+  int rc = 0;
+  {
+    std::lock_guard<std::mutex> g(qp.sq.post_lock());
+    for (size_t i = 0; i < n; ++i) {
+      rc = post_one_send(qpair, wrs[i]);
+      if (rc != 0) {
+        if (bad) *bad = i;
+        break;
+      }
+    }
+  }
+  kick(&qp);
+  return rc;
+}
+
+int Device::post_recv(QueuePair* qpair, const RecvWr* wrs, size_t n, size_t* bad) {
+  transport::Qp& qp = *qpair->qp;
+  if (qp.srq != nullptr || qp.state.load() == QpState::kReset) {
+    if (bad) *bad = 0;
+    return EINVAL;
+  }
+  int rc = 0;
+  {
+    std::lock_guard<std::mutex> g(qp.rq_owned->post_lock());
+    for (size_t i = 0; i < n; ++i) {
+      rc = qp.rq_owned->post(wrs[i]);
+      if (rc != 0) {
+        if (bad) *bad = i;
+        break;
+      }
+    }
+  }
+  if (qp.state.load() == QpState::kErr) kick(&qp);  // flushed at once
+  return rc;
+}
+
+// ---- counters ---------------------------------------------------------------------------
+
+transport::DeviceCounters Device::counters() {
+  std::lock_guard<std::mutex> g(engine_->mutex());
+  return engine_->counters();
+}
+
+link::FaultCounters Device::fault_counters() {
+  std::lock_guard<std::mutex> g(engine_->mutex());
+  return fault_ ? fault_->fault_counters() : link::FaultCounters{};
+}
+
+std::vector<Device::QpSnapshot> Device::qp_counters() {
+  std::lock_guard<std::mutex> g(engine_->mutex());
+  std::vector<QpSnapshot> out;
+  for (transport::Qp* qp : engine_->qps()) out.push_back({qp->qpn, qp->type, qp->state.load(), qp->counters});
+  return out;
+}
+
+}  // namespace softrdma
