@@ -1,0 +1,155 @@
+// Test fixture: two adapters in one process, each on its own auto-picked 127.0.0.x, with
+// helpers to connect QPs and wait for completions (bounded by a deadline, never forever).
+#pragma once
+
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <cstring>
+#include <memory>
+#include <vector>
+
+#include "device/device.h"
+
+namespace softrdma::test {
+
+struct Side {
+  std::unique_ptr<Device> dev;
+  Pd* pd = nullptr;
+  Cq* cq = nullptr;
+  QueuePair* qp = nullptr;
+  std::vector<uint8_t> buf;
+  Mr* mr = nullptr;
+
+  uint64_t addr(size_t off = 0) { return reinterpret_cast<uint64_t>(buf.data() + off); }
+  Sge sge(size_t off, uint32_t len) { return Sge{addr(off), len, mr->lkey}; }
+};
+
+struct PairOptions {
+  QpType type = QpType::kRc;
+  uint32_t mtu = 1024;
+  size_t buf_size = 1 << 20;
+  uint32_t max_wr = 256;
+  uint8_t timeout = 10;  // ~4 ms: fast recovery in tests
+  uint8_t retry_cnt = 7;
+  uint8_t rnr_retry = 7;
+  uint8_t max_rd_atomic = 4;
+  uint32_t access = mem::kLocalWrite | mem::kRemoteWrite | mem::kRemoteRead | mem::kRemoteAtomic;
+  std::optional<link::FaultConfig> fault_a, fault_b;
+  bool progress_thread = true;
+};
+
+inline std::unique_ptr<Device> open_device(const PairOptions& o, const std::optional<link::FaultConfig>& f) {
+  DeviceConfig cfg;
+  cfg.mtu = 4096;
+  cfg.fault = f;
+  cfg.progress_thread = o.progress_thread;
+  std::string err;
+  auto dev = Device::open(cfg, &err);
+  EXPECT_TRUE(dev) << err;
+  return dev;
+}
+
+inline void setup_side(Side& s, const PairOptions& o, const std::optional<link::FaultConfig>& f) {
+  s.dev = open_device(o, f);
+  ASSERT_TRUE(s.dev);
+  s.pd = s.dev->alloc_pd();
+  int err = 0;
+  s.cq = s.dev->create_cq(4 * o.max_wr, nullptr, nullptr, &err);
+  ASSERT_TRUE(s.cq) << err;
+  QpInitAttr init;
+  init.type = o.type;
+  init.send_cq = s.cq;
+  init.recv_cq = s.cq;
+  init.cap = {o.max_wr, o.max_wr, 4, 4, 64};
+  s.qp = s.dev->create_qp(s.pd, init, &err);
+  ASSERT_TRUE(s.qp) << err;
+  s.buf.assign(o.buf_size, 0);
+  s.mr = s.dev->reg_mr(s.pd, s.buf.data(), s.buf.size(), o.access, &err);
+  ASSERT_TRUE(s.mr) << err;
+}
+
+inline uint8_t mtu_enum_of(uint32_t bytes) {
+  uint8_t e = 1;
+  while ((128u << e) < bytes) ++e;
+  return e;
+}
+
+// RESET -> INIT -> RTR -> RTS toward the peer (UD: no peer needed).
+inline void connect(Side& s, const Side& peer, const PairOptions& o, uint32_t sq_psn = 0, uint32_t rq_psn = 0) {
+  QpAttr a;
+  a.state = QpState::kInit;
+  a.access = o.access;
+  a.qkey = 0x11111111;
+  uint32_t mask = transport::kAttrState | transport::kAttrPkeyIndex | transport::kAttrPort;
+  mask |= o.type == QpType::kUd ? transport::kAttrQkey : transport::kAttrAccessFlags;
+  ASSERT_EQ(0, s.dev->modify_qp(s.qp, a, mask));
+  a.state = QpState::kRtr;
+  a.path_mtu = mtu_enum_of(o.mtu);
+  a.dest_qpn = peer.qp->qpn();
+  a.rq_psn = rq_psn;
+  a.av.dgid = peer.dev->gid();
+  a.max_dest_rd_atomic = o.max_rd_atomic;
+  a.min_rnr_timer = 1;
+  if (o.type == QpType::kUd)
+    mask = transport::kAttrState;
+  else if (o.type == QpType::kUc)
+    mask = transport::kAttrState | transport::kAttrAv | transport::kAttrPathMtu | transport::kAttrDestQpn |
+           transport::kAttrRqPsn;
+  else
+    mask = transport::kAttrState | transport::kAttrAv | transport::kAttrPathMtu | transport::kAttrDestQpn |
+           transport::kAttrRqPsn | transport::kAttrMaxDestRdAtomic | transport::kAttrMinRnrTimer;
+  const char* why = "";
+  ASSERT_EQ(0, s.dev->modify_qp(s.qp, a, mask, &why)) << why;
+  a.state = QpState::kRts;
+  a.sq_psn = sq_psn;
+  a.timeout = o.timeout;
+  a.retry_cnt = o.retry_cnt;
+  a.rnr_retry = o.rnr_retry;
+  a.max_rd_atomic = o.max_rd_atomic;
+  mask = transport::kAttrState | transport::kAttrSqPsn;
+  if (o.type == QpType::kRc)
+    mask |= transport::kAttrTimeout | transport::kAttrRetryCnt | transport::kAttrRnrRetry | transport::kAttrMaxQpRdAtomic;
+  ASSERT_EQ(0, s.dev->modify_qp(s.qp, a, mask, &why)) << why;
+}
+
+// Polls until n completions arrived or the deadline passed; returns what arrived.
+inline std::vector<Wc> wait_for(Side& s, size_t n, std::chrono::milliseconds limit = std::chrono::seconds(20)) {
+  std::vector<Wc> out;
+  auto deadline = std::chrono::steady_clock::now() + limit;
+  Wc wc[32];
+  while (out.size() < n && std::chrono::steady_clock::now() < deadline) {
+    int got = s.dev->poll_cq(s.cq, wc, 32);
+    for (int i = 0; i < got; ++i) out.push_back(wc[i]);
+  }
+  return out;
+}
+
+class PairTest : public ::testing::Test {
+ protected:
+  void make(const PairOptions& o = {}) {
+    opt = o;
+    setup_side(a, o, o.fault_a);
+    setup_side(b, o, o.fault_b);
+    connect(a, b, o);
+    connect(b, a, o);
+  }
+  void post_recv(Side& s, uint64_t wr_id, size_t off, uint32_t len) {
+    Sge sg = s.sge(off, len);
+    RecvWr wr{wr_id, &sg, 1};
+    ASSERT_EQ(0, s.dev->post_recv(s.qp, &wr, 1, nullptr));
+  }
+  int post(Side& s, SendWr wr, Sge sg) {
+    wr.sg_list = &sg;
+    wr.num_sge = 1;
+    return s.dev->post_send(s.qp, &wr, 1, nullptr);
+  }
+  PairOptions opt;
+  Side a, b;
+};
+
+inline void fill(std::vector<uint8_t>& v, size_t off, size_t len, uint32_t seed) {
+  for (size_t i = 0; i < len; ++i) v[off + i] = static_cast<uint8_t>((i * 131 + seed * 7 + (i >> 8)) & 0xff);
+}
+
+}  // namespace softrdma::test
