@@ -74,10 +74,13 @@ constexpr size_t kBthResv8aOffset = 4;  // FECN, BECN, resv6: changed by switche
 
 // IPv4 ID inference. The ID occupies message bytes 12..13 (after the 8 LRH bytes and 4 IPv4
 // bytes) and is followed by 14 more IPv4 header bytes, the UDP header and the ICRC'd body.
-// Flipping ID bits m(x) changes the raw CRC by m(x) * x^(32 + 8 * (22 + body)) mod P, so the
-// mismatch is multiplied by the inverse power; a genuine ID change leaves a polynomial of degree
-// below 16 (the ID bits), anything else almost surely does not. Both inverse powers come from
-// two 256-entry tables (body = hi * 256 + lo).
+// CRC is linear over GF(2): flipping ID bits m(x) changes the CRC by m(x) * x^(32 + 8 * (22 +
+// body)) mod P, whatever the rest of the message. Rather than eliminate over the 16 images of
+// the ID bits, the mismatch is multiplied by the inverse power (x is invertible mod P), which
+// maps the span of those images onto the polynomials of degree < 16: the mismatch is an ID
+// change iff the product has no higher terms, and then the product is the ID. A random
+// corruption passes with probability 2^-16. The inverse powers come from two 256-entry tables
+// (body = hi * 256 + lo), so the cost is two 32-step multiplications, independent of length.
 constexpr unsigned kBitsAfterId = 32 + 8 * (kIpv4Hdr - 6 + kUdpHdr);
 
 struct InvTables {
@@ -206,7 +209,8 @@ IcrcResult icrc_verify(const IcrcContext& ctx, const uint8_t* pkt, size_t len, b
   if (!infer_ipv4_id || !ctx.src.is_v4() || body > 0xffff) return IcrcResult::kBad;
 
   // The ICRC inversion cancels in the XOR, so delta is the raw CRC of the ID bits alone.
-  const uint32_t m = mulmod(mulmod(delta, kInv.lo[body & 0xff]), kInv.hi[body >> 8]);
+  uint32_t m = mulmod(delta, kInv.lo[body & 0xff]);
+  if (body >> 8) m = mulmod(m, kInv.hi[body >> 8]);  // kInv.hi[0] is 1: skip for short packets
   if ((m & 0xffff) != 0) return IcrcResult::kBad;  // not in the span of the 16 ID bits
   // Bits 16..23 hold the first ID byte on the wire (LSB first), bits 24..31 the second.
   const auto id = static_cast<uint16_t>(((m >> 16) & 0xff) << 8 | (m >> 24));

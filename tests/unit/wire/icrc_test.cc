@@ -229,6 +229,13 @@ TEST(IcrcInference, RecoversRandomNonzeroIds) {
   }
 }
 
+TEST(IcrcInference, OversizedBodyIsNotInferred) {
+  // No IPv4 datagram carries a UDP payload of 64 KiB or more; such input is simply bad.
+  std::mt19937 rng(8);
+  const std::vector<uint8_t> p = random_packet(rng, v4_ctx(), 70000, 0x1234);
+  EXPECT_EQ(icrc_verify(v4_ctx(), p.data(), p.size(), true), IcrcResult::kBad);
+}
+
 // Inference accepts exactly when some ID makes the ICRC match: compare with trying all 65536.
 TEST(IcrcInference, AgreesWithExhaustiveSearch) {
   std::mt19937 rng(5);
