@@ -301,9 +301,16 @@ void completer_retire(Engine& e, Qp& qp) {
       e.complete(qp.send_cq, wc, false);
     }
     if (is_rd_atomic(w.opcode) && w.started && qp.req.inflight_rd_atomic > 0) qp.req.inflight_rd_atomic--;
-    bool failed = w.failed;
+    bool failed = w.failed, started = w.started;
+    uint32_t end_psn = psn_add(w.first_psn, w.npkts);
     qp.sq.retire();
-    if (qp.req.next < qp.sq.retired()) qp.req.next = qp.sq.retired();
+    // A go-back may have pointed the requester at a WQE that has since been answered in full
+    // (late responses): it resumes after it.
+    if (qp.req.next < qp.sq.retired()) {
+      qp.req.next = qp.sq.retired();
+      qp.req.offset = 0;
+      if (started) qp.req.psn = end_psn;
+    }
     if (failed) break;  // the rest is flushed by the engine
   }
 }

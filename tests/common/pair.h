@@ -37,6 +37,7 @@ struct PairOptions {
   uint32_t access = mem::kLocalWrite | mem::kRemoteWrite | mem::kRemoteRead | mem::kRemoteAtomic;
   std::optional<link::FaultConfig> fault_a, fault_b;
   bool progress_thread = true;
+  bool infer_ipv4_id = true;
 };
 
 inline std::unique_ptr<Device> open_device(const PairOptions& o, const std::optional<link::FaultConfig>& f) {
@@ -44,6 +45,7 @@ inline std::unique_ptr<Device> open_device(const PairOptions& o, const std::opti
   cfg.mtu = 4096;
   cfg.fault = f;
   cfg.progress_thread = o.progress_thread;
+  cfg.engine.infer_ipv4_id = o.infer_ipv4_id;
   std::string err;
   auto dev = Device::open(cfg, &err);
   EXPECT_TRUE(dev) << err;
@@ -152,4 +154,21 @@ inline void fill(std::vector<uint8_t>& v, size_t off, size_t len, uint32_t seed)
   for (size_t i = 0; i < len; ++i) v[off + i] = static_cast<uint8_t>((i * 131 + seed * 7 + (i >> 8)) & 0xff);
 }
 
+}  // namespace softrdma::test
+
+namespace softrdma::test {
+// Prints every nonzero device and QP counter (for failure diagnosis).
+inline void dump_counters(Device& d, const char* label) {
+  auto c = d.counters();
+  std::printf("[%s] device:", label);
+  for (size_t i = 0; i < std::size(transport::DeviceCounters::kNames); ++i)
+    if (c.values()[i]) std::printf(" %s=%lu", std::string(transport::DeviceCounters::kNames[i].name).c_str(), (unsigned long)c.values()[i]);
+  std::printf("\n");
+  for (auto& q : d.qp_counters()) {
+    std::printf("[%s] qp %u %s:", label, q.qpn, std::string(transport::name(q.state)).c_str());
+    for (size_t i = 0; i < std::size(transport::QpCounters::kNames); ++i)
+      if (q.counters.values()[i]) std::printf(" %s=%lu", std::string(transport::QpCounters::kNames[i].name).c_str(), (unsigned long)q.counters.values()[i]);
+    std::printf("\n");
+  }
+}
 }  // namespace softrdma::test
