@@ -75,10 +75,6 @@ DeviceConfig DeviceConfig::from_env(std::string* err) {
 Device::Device(const DeviceConfig& cfg) : cfg_(cfg) {}
 
 std::unique_ptr<Device> Device::open(const DeviceConfig& cfg, std::string* err) {
-  if (mtu_enum(cfg.mtu) == 0) {
-    if (err) *err = "MTU must be 256, 512, 1024, 2048 or 4096";
-    return nullptr;
-  }
   std::unique_ptr<link::Link> link;
   std::string e;
   if (cfg.address) {
@@ -90,15 +86,24 @@ std::unique_ptr<Device> Device::open(const DeviceConfig& cfg, std::string* err) 
     if (err) *err = "cannot open the RoCEv2 link: " + e;
     return nullptr;
   }
-  std::unique_ptr<Device> dev(new Device(cfg));
-  if (cfg.fault) {
-    auto fl = std::make_unique<link::FaultLink>(std::move(link), *cfg.fault);
-    dev->fault_ = fl.get();
-    link = std::move(fl);
+  if (cfg.fault) link = std::make_unique<link::FaultLink>(std::move(link), *cfg.fault);
+  return open_with_link(cfg, std::move(link), err);
+}
+
+std::unique_ptr<Device> Device::open_with_link(const DeviceConfig& cfg, std::unique_ptr<link::Link> link,
+                                               std::string* err) {
+  if (mtu_enum(cfg.mtu) == 0) {
+    if (err) *err = "MTU must be 256, 512, 1024, 2048 or 4096";
+    return nullptr;
   }
+  std::unique_ptr<Device> dev(new Device(cfg));
+  dev->fault_ = dynamic_cast<link::FaultLink*>(link.get());
   transport::EngineConfig ecfg = cfg.engine;
   ecfg.fabric_port = cfg.port;
-  dev->engine_ = std::make_unique<transport::Engine>(std::move(link), ecfg);
+  dev->stats_ = std::make_unique<StatsFile>(cfg.name, ecfg.max_qp);
+  std::string link_desc = link->describe();
+  dev->engine_ = std::make_unique<transport::Engine>(std::move(link), ecfg, dev->stats_->area());
+  dev->stats_->describe(dev->engine_->local().str(), link_desc);
 
   DeviceAttr& a = dev->attr_;
   // GUIDs from the address, EUI-64 style, so they are stable for a given address.
@@ -515,6 +520,7 @@ int Device::modify_qp(QueuePair* qpair, const QpAttr& a, uint32_t mask, const ch
   }
   q.state = next;
   qp.state.store(next, std::memory_order_release);
+  if (qp.slot != nullptr) qp.slot->state = static_cast<uint8_t>(next);
   if (next == QpState::kErr) {
     engine_->set_error(qp);
     engine_->kick(&qp);
@@ -660,7 +666,7 @@ link::FaultCounters Device::fault_counters() {
 std::vector<Device::QpSnapshot> Device::qp_counters() {
   std::lock_guard<std::mutex> g(engine_->mutex());
   std::vector<QpSnapshot> out;
-  for (transport::Qp* qp : engine_->qps()) out.push_back({qp->qpn, qp->type, qp->state.load(), qp->counters});
+  for (transport::Qp* qp : engine_->qps()) out.push_back({qp->qpn, qp->type, qp->state.load(), *qp->stats});
   return out;
 }
 

@@ -19,6 +19,7 @@
 #include <thread>
 #include <vector>
 
+#include "device/stats.h"
 #include "link/fault_link.h"
 #include "transport/engine.h"
 
@@ -145,6 +146,11 @@ struct QueuePair {
 class Device {
  public:
   static std::unique_ptr<Device> open(const DeviceConfig& cfg, std::string* err);
+  // Over a link the caller made (tests, fuzzers); cfg.address and cfg.fault are ignored.
+  static std::unique_ptr<Device> open_with_link(const DeviceConfig& cfg, std::unique_ptr<link::Link> link,
+                                                std::string* err);
+  // Where `softrdma stat` finds this device's counters ("" if not published).
+  const std::string& stats_path() const { return stats_->path(); }
   ~Device();
   Device(const Device&) = delete;
   Device& operator=(const Device&) = delete;
@@ -212,6 +218,7 @@ class Device {
 
   DeviceConfig cfg_;
   DeviceAttr attr_;
+  std::unique_ptr<StatsFile> stats_;
   std::unique_ptr<transport::Engine> engine_;
   link::FaultLink* fault_ = nullptr;  // owned by the engine, when fault injection is on
 

@@ -137,13 +137,13 @@ void read_response(Engine& e, Qp& qp, const wire::PacketView& p) {
   uint64_t index;
   SendWqe* w = oldest_rd_atomic(qp, &index);
   if (w == nullptr || w->opcode != WrOpcode::kRdmaRead || w->failed) {
-    qp.counters.stale_responses++;
+    qp.stats->stale_responses++;
     return;
   }
   uint32_t expected = psn_add(w->first_psn, w->read_received);
   int32_t d = psn_diff(p.psn, expected);
   if (d < 0 || psn_diff(p.psn, last_psn(*w)) > 0) {
-    qp.counters.stale_responses++;  // duplicate of a response already placed, or not ours
+    qp.stats->stale_responses++;  // duplicate of a response already placed, or not ours
     return;
   }
   if (d > 0) {
@@ -187,7 +187,7 @@ void atomic_ack(Engine& e, Qp& qp, const wire::PacketView& p) {
   uint64_t index;
   SendWqe* w = oldest_rd_atomic(qp, &index);
   if (w == nullptr || w->opcode == WrOpcode::kRdmaRead || w->failed || p.psn != w->first_psn) {
-    qp.counters.stale_responses++;
+    qp.stats->stale_responses++;
     return;
   }
   ack_through(e, qp, psn_prev(w->first_psn));
@@ -211,7 +211,7 @@ void completer_receive(Engine& e, Qp& qp, const wire::PacketView& p) {
   if (qp.type != QpType::kRc) return;
   // Nothing we never sent can be acknowledged.
   if (psn_diff(p.psn, qp.req.fresh_psn) >= 0) {
-    qp.counters.stale_responses++;
+    qp.stats->stale_responses++;
     return;
   }
   if (p.info->is(wire::kReadResp)) {
@@ -221,13 +221,13 @@ void completer_receive(Engine& e, Qp& qp, const wire::PacketView& p) {
   } else {
     uint8_t syndrome = static_cast<uint8_t>(p.get(wire::kAeth, wire::aeth::syndrome));
     uint8_t value = syndrome & 0x1f;
-    qp.counters.acks_received++;
+    qp.stats->acks_received++;
     switch (syndrome >> 5) {
       case 0:  // ACK
         ack_through(e, qp, p.psn);
         break;
       case 1:  // RNR NAK: the responder had no receive WQE for the request at p.psn
-        qp.counters.rnr_nak_received++;
+        qp.stats->rnr_nak_received++;
         ack_through(e, qp, psn_prev(p.psn));
         if (qp.comp.rnr_left == 0) {
           fail_at(e, qp, p.psn, WcStatus::kRnrRetryExcErr);
@@ -243,7 +243,7 @@ void completer_receive(Engine& e, Qp& qp, const wire::PacketView& p) {
       case 3:  // NAK
         ack_through(e, qp, psn_prev(p.psn));
         if (value == 0) {  // PSN sequence error: resend from the PSN the responder expects
-          qp.counters.nak_seq_received++;
+          qp.stats->nak_seq_received++;
           if (qp.comp.retry_left == 0) {
             fail_at(e, qp, p.psn, WcStatus::kRetryExcErr);
             break;
@@ -252,7 +252,7 @@ void completer_receive(Engine& e, Qp& qp, const wire::PacketView& p) {
           rewind(qp, p.psn);
           restart_timer(e, qp);
         } else {
-          qp.counters.nak_error_received++;
+          qp.stats->nak_error_received++;
           WcStatus status = value == 1   ? WcStatus::kRemInvReqErr
                             : value == 2 ? WcStatus::kRemAccessErr
                                          : WcStatus::kRemOpErr;
@@ -260,7 +260,7 @@ void completer_receive(Engine& e, Qp& qp, const wire::PacketView& p) {
         }
         break;
       default:
-        qp.counters.stale_responses++;  // reserved syndrome
+        qp.stats->stale_responses++;  // reserved syndrome
         break;
     }
   }
@@ -269,7 +269,7 @@ void completer_receive(Engine& e, Qp& qp, const wire::PacketView& p) {
 
 void completer_timeout(Engine& e, Qp& qp, uint64_t now) {
   (void)now;
-  qp.counters.timeouts++;
+  qp.stats->timeouts++;
   if (qp.comp.retry_left == 0) {
     qp.comp.retry_deadline = 0;
     fail_at(e, qp, qp.comp.una_psn, WcStatus::kRetryExcErr);

@@ -74,4 +74,19 @@ struct QpCounters {
 static_assert(sizeof(DeviceCounters) == sizeof(uint64_t) * std::size(DeviceCounters::kNames));
 static_assert(sizeof(QpCounters) == sizeof(uint64_t) * std::size(QpCounters::kNames));
 
+// Where the counters live: the device places them in a shared memory file that
+// `softrdma stat` maps from another process (device/stats.cc); one slot per possible QP.
+struct QpStatsSlot {
+  uint32_t qpn = 0;  // 0: slot unused
+  uint8_t type = 0;
+  uint8_t state = 0;
+  uint16_t reserved = 0;
+  QpCounters counters;
+};
+
+struct StatsArea {
+  DeviceCounters* device = nullptr;
+  QpStatsSlot* qps = nullptr;  // max_qp slots, indexed like the engine's QP table
+};
+
 }  // namespace softrdma::transport

@@ -21,8 +21,10 @@ uint64_t now_ns() {
   return uint64_t(ts.tv_sec) * 1000000000ull + uint64_t(ts.tv_nsec);
 }
 
-Engine::Engine(std::unique_ptr<link::Link> link, const EngineConfig& cfg)
-    : link_(std::move(link)), cfg_(cfg), local_(link_->local()), tx_(kTxBatch), tx_frames_(kTxBatch) {
+Engine::Engine(std::unique_ptr<link::Link> link, const EngineConfig& cfg, StatsArea stats)
+    : link_(std::move(link)), cfg_(cfg), local_(link_->local()),
+      counters_(stats.device ? stats.device : &own_counters_), qp_slots_(stats.qps), tx_(kTxBatch),
+      tx_frames_(kTxBatch) {
   // QPNs start at a random point so a peer still addressing a QP of an earlier process on this
   // address finds no QP rather than a different one.
   std::minstd_rand rng{std::random_device{}()};
@@ -48,12 +50,28 @@ uint32_t Engine::alloc_qpn() {
 }
 
 void Engine::add_qp(Qp* qp) {
-  qp_table_[qp->qpn - qpn_base_] = qp;
+  uint32_t i = qp->qpn - qpn_base_;
+  qp_table_[i] = qp;
+  if (qp_slots_ != nullptr) {
+    QpStatsSlot& s = qp_slots_[i];
+    s.counters = *qp->stats;
+    s.type = static_cast<uint8_t>(qp->type);
+    s.state = static_cast<uint8_t>(qp->state.load());
+    s.qpn = qp->qpn;
+    qp->slot = &s;
+    qp->stats = &s.counters;
+  }
   qps_.push_back(qp);
 }
 
 void Engine::remove_qp(Qp* qp) {
   qp_table_[qp->qpn - qpn_base_] = nullptr;
+  if (qp->slot != nullptr) {
+    qp->own_stats = *qp->stats;
+    qp->stats = &qp->own_stats;
+    qp->slot->qpn = 0;
+    qp->slot = nullptr;
+  }
   qps_.erase(std::remove(qps_.begin(), qps_.end(), qp), qps_.end());
 }
 
@@ -86,8 +104,8 @@ void Engine::tx_end(TxSlot* s, const wire::Endpoint& dst, uint32_t header_len, u
   } else {
     f.parts[f.nparts++] = {s->trailer, wire::kIcrcSize};
   }
-  counters_.tx_packets++;
-  counters_.tx_bytes += f.length();
+  counters_->tx_packets++;
+  counters_->tx_bytes += f.length();
   ++tx_count_;
 }
 
@@ -99,7 +117,7 @@ void Engine::tx_flush() {
     if (n == 0) {
       // The socket is full. The frames are dropped here and recovered by the transport
       // (RC retransmits; UC/UD are unreliable by definition).
-      counters_.tx_busy_drops += tx_count_ - done;
+      counters_->tx_busy_drops += tx_count_ - done;
       break;
     }
     done += n;
@@ -111,6 +129,7 @@ void Engine::complete(queue::CompletionQueue* cq, const Wc& wc, bool solicited) 
 
 void Engine::set_error(Qp& qp) {
   qp.state.store(QpState::kErr, std::memory_order_release);
+  if (qp.slot != nullptr) qp.slot->state = static_cast<uint8_t>(QpState::kErr);
   qp.error_pending = true;
 }
 

@@ -47,14 +47,15 @@ struct TxSlot {
 
 class Engine {
  public:
-  Engine(std::unique_ptr<link::Link> link, const EngineConfig& cfg);
+  // stats: where counters are kept (all null: inside the engine).
+  Engine(std::unique_ptr<link::Link> link, const EngineConfig& cfg, StatsArea stats = {});
   ~Engine();
 
   std::mutex& mutex() { return mu_; }
   link::Link& link() { return *link_; }
   const EngineConfig& config() const { return cfg_; }
   mem::MrTable& mrs() { return mrs_; }
-  DeviceCounters& counters() { return counters_; }
+  DeviceCounters& counters() { return *counters_; }
   wire::Endpoint local() const { return local_; }
 
   // Control path (lock held).
@@ -99,7 +100,9 @@ class Engine {
   EngineConfig cfg_;
   wire::Endpoint local_;
   mem::MrTable mrs_;
-  DeviceCounters counters_;
+  DeviceCounters own_counters_;
+  DeviceCounters* counters_;
+  QpStatsSlot* qp_slots_;
 
   uint64_t earliest_timer_ = 0;
   uint32_t qpn_base_;

@@ -170,7 +170,11 @@ class Qp {
   std::unique_ptr<uint8_t[]> inline_arena;  // max_inline_data bytes per send slot
   uint8_t* inline_data(uint64_t index) { return &inline_arena[(index % sq.max_wr()) * cap.max_inline_data]; }
 
-  QpCounters counters;
+  // Points at this QP's slot in the device's shared statistics area once the engine adopts the
+  // QP; at its own storage before that.
+  QpCounters* stats = &own_stats;
+  QpCounters own_stats;
+  QpStatsSlot* slot = nullptr;
 
   // Set by posters (any thread) to ask the engine to look at this QP; cleared by the engine.
   std::atomic<bool> doorbell{false};

@@ -33,52 +33,52 @@ bool state_accepts(QpState s, bool request) {
 }  // namespace
 
 void Engine::receive(link::RxFrame& f) {
-  counters_.rx_packets++;
-  counters_.rx_bytes += f.len;
+  counters_->rx_packets++;
+  counters_->rx_bytes += f.len;
   if (f.truncated) {
-    counters_.drop_truncated++;
+    counters_->drop_truncated++;
     return;
   }
   wire::PacketView p;
   if (wire::parse(f.buf, f.len, p) != wire::ParseError::kOk) {
-    counters_.drop_parse++;
+    counters_->drop_parse++;
     return;
   }
   wire::IcrcContext ctx{f.src.ip, f.dst, f.src.port, local_.port};
   switch (wire::icrc_verify(ctx, f.buf, f.len, cfg_.infer_ipv4_id)) {
     case wire::IcrcResult::kGood: break;
-    case wire::IcrcResult::kGoodInferredId: counters_.icrc_inferred_id++; break;
-    case wire::IcrcResult::kBad: counters_.drop_icrc++; return;
+    case wire::IcrcResult::kGoodInferredId: counters_->icrc_inferred_id++; break;
+    case wire::IcrcResult::kBad: counters_->drop_icrc++; return;
   }
   if (p.info->transport == wire::Transport::kCnp) {
-    counters_.cnp_received++;
+    counters_->cnp_received++;
     return;
   }
   Qp* qp = find_qp(p.dqpn);
   if (qp == nullptr) {
-    counters_.drop_unknown_qp++;
+    counters_->drop_unknown_qp++;
     return;
   }
   if (p.info->transport != transport_of(qp->type)) {
-    counters_.drop_qp_type++;
+    counters_->drop_qp_type++;
     return;
   }
   bool request = p.info->is(wire::kRequest);
   if (!state_accepts(qp->state.load(std::memory_order_acquire), request)) {
-    counters_.drop_qp_state++;
+    counters_->drop_qp_state++;
     return;
   }
   if (!pkey_ok(p.pkey)) {
-    counters_.drop_pkey++;
+    counters_->drop_pkey++;
     return;
   }
   // A connected QP takes packets only from the peer it was connected to.
   if (qp->type != QpType::kUd && !(f.src.ip == qp->peer.ip)) {
-    counters_.drop_source++;
+    counters_->drop_source++;
     return;
   }
-  qp->counters.rx_packets++;
-  qp->counters.rx_bytes += p.payload_len;
+  qp->stats->rx_packets++;
+  qp->stats->rx_bytes += p.payload_len;
   if (request)
     responder_receive(*this, *qp, p, f);
   else

@@ -89,9 +89,9 @@ Start start(Engine& e, Qp& qp, SendWqe& w) {
 
 void note_sent(Qp& qp, uint32_t psn, uint32_t npsn, uint32_t payload) {
   auto& r = qp.req;
-  qp.counters.tx_packets++;
-  qp.counters.tx_bytes += payload;
-  if (psn_before(psn, r.fresh_psn)) qp.counters.retransmits++;
+  qp.stats->tx_packets++;
+  qp.stats->tx_bytes += payload;
+  if (psn_before(psn, r.fresh_psn)) qp.stats->retransmits++;
   uint32_t end = psn_add(psn, npsn);
   if (psn_after(end, r.fresh_psn)) r.fresh_psn = end;
 }

@@ -40,15 +40,15 @@ void emit_ack(Engine& e, Qp& qp, uint8_t syndrome, uint32_t psn) {
   wire::set(s->hdr + info.aeth, wire::aeth::syndrome, syndrome);
   wire::set(s->hdr + info.aeth, wire::aeth::msn, qp.resp.msn);
   e.tx_end(s, qp.peer, info.payload, 0);
-  qp.counters.acks_sent++;
+  qp.stats->acks_sent++;
 }
 
 // A NAK that ends the connection (IBA 9.9.2, class C errors): the QP goes to ERR once it is out.
 void fatal_nak(Engine& e, Qp& qp, uint8_t syndrome, uint32_t psn) {
   emit_ack(e, qp, syndrome, psn);
-  if (syndrome == kNakInvReq) qp.counters.nak_inv_req_sent++;
-  if (syndrome == kNakAccess) qp.counters.nak_access_sent++;
-  if (syndrome == kNakOp) qp.counters.nak_op_sent++;
+  if (syndrome == kNakInvReq) qp.stats->nak_inv_req_sent++;
+  if (syndrome == kNakAccess) qp.stats->nak_access_sent++;
+  if (syndrome == kNakOp) qp.stats->nak_op_sent++;
   qp.responder_error = true;
 }
 
@@ -128,8 +128,8 @@ void serve_read(Engine& e, Qp& qp, uint32_t psn, uint64_t va, uint32_t rkey, uin
       wire::set(s->hdr + info.aeth, wire::aeth::msn, qp.resp.msn);
     }
     e.tx_end(s, qp.peer, info.payload, chunk);
-    qp.counters.tx_packets++;
-    qp.counters.tx_bytes += chunk;
+    qp.stats->tx_packets++;
+    qp.stats->tx_bytes += chunk;
     off += chunk;
   }
 }
@@ -160,7 +160,7 @@ ResponderResource& new_resource(Qp& qp) {
 // A request behind the expected PSN (IBA 9.7.5.1.1 C9-104 ff.).
 void duplicate(Engine& e, Qp& qp, const wire::PacketView& p) {
   auto& r = qp.resp;
-  qp.counters.duplicates++;
+  qp.stats->duplicates++;
   const wire::OpcodeInfo& info = *p.info;
   if (info.is(wire::kReadReq)) {
     uint64_t va = p.get(wire::kReth, wire::reth::va);
@@ -176,7 +176,7 @@ void duplicate(Engine& e, Qp& qp, const wire::PacketView& p) {
       if (packets_for(len, mtu) > res.npkts - static_cast<uint32_t>(into)) return;
       uint8_t* host;
       if (len > 0 && remote_check(e, qp, rkey, va, len, mem::Need::kRemoteRead, &host) != mem::KeyError::kOk) return;
-      qp.counters.read_resends++;
+      qp.stats->read_resends++;
       serve_read(e, qp, p.psn, va, rkey, len);
       return;
     }
@@ -186,7 +186,7 @@ void duplicate(Engine& e, Qp& qp, const wire::PacketView& p) {
     for (uint32_t i = 0; i < r.nresources; ++i) {
       ResponderResource& res = r.resources[i];
       if (res.valid && res.atomic && res.psn == p.psn) {
-        qp.counters.atomic_replays++;
+        qp.stats->atomic_replays++;
         emit_atomic_ack(e, qp, p.psn, res.atomic_orig);
         return;
       }
@@ -307,11 +307,11 @@ void rc_receive(Engine& e, Qp& qp, const wire::PacketView& p) {
   int32_t d = psn_diff(p.psn, r.epsn);
   if (d > 0) {
     // IBA 9.7.5.1.1: one NAK per gap; later packets of the same gap are dropped quietly.
-    qp.counters.out_of_sequence++;
+    qp.stats->out_of_sequence++;
     if (!r.nak_sent) {
       r.nak_sent = true;
       emit_ack(e, qp, kNakSeq, r.epsn);
-      qp.counters.nak_seq_sent++;
+      qp.stats->nak_seq_sent++;
     }
     return;
   }
@@ -370,7 +370,7 @@ void rc_receive(Engine& e, Qp& qp, const wire::PacketView& p) {
   }
   uint8_t result = execute_message(e, qp, p, true);
   if (result == kRnrNak) {
-    qp.counters.rnr_nak_sent++;
+    qp.stats->rnr_nak_sent++;
     emit_ack(e, qp, static_cast<uint8_t>(kRnrNak | (qp.attr.min_rnr_timer & 0x1f)), p.psn);
     return;
   }
@@ -388,7 +388,7 @@ void uc_receive(Engine& e, Qp& qp, const wire::PacketView& p) {
   const wire::OpcodeInfo& info = *p.info;
   bool first = info.any(wire::kFirst);
   if (p.psn != r.epsn && (r.in_send || r.in_write)) {
-    qp.counters.uc_dropped_messages++;
+    qp.stats->uc_dropped_messages++;
     if (r.in_send) r.recv_held = true;
     r.in_send = r.in_write = false;
     r.uc_drop = true;
