@@ -98,8 +98,21 @@ std::unique_ptr<Device> Device::open_with_link(const DeviceConfig& cfg, std::uni
   }
   std::unique_ptr<Device> dev(new Device(cfg));
   dev->fault_ = dynamic_cast<link::FaultLink*>(link.get());
+  // Port 0 asks for an ephemeral port: the fabric is then this device alone (QPs connected to
+  // each other), which tests use to avoid sharing 4791.
+  if (dev->cfg_.port == 0) dev->cfg_.port = link->local().port;
   transport::EngineConfig ecfg = cfg.engine;
-  ecfg.fabric_port = cfg.port;
+  ecfg.fabric_port = dev->cfg_.port;
+  // The RC window must fit the receiver's socket buffer or the excess is dropped and resent.
+  // Peers are assumed to be configured like us; the kernel charges about twice the payload
+  // for each datagram. Unprivileged processes get rmem_max (often 208 KiB) and a smaller window.
+  link::Link* base = link.get();
+  if (auto* fl = dynamic_cast<link::FaultLink*>(base)) base = &fl->inner();
+  if (auto* udp = dynamic_cast<link::UdpLink*>(base)) {
+    uint32_t per_packet = 2 * (cfg.mtu + 128);
+    uint32_t fits = static_cast<uint32_t>(udp->rcvbuf()) / per_packet;
+    ecfg.window_packets = std::clamp<uint32_t>(fits, 16, ecfg.window_packets);
+  }
   dev->stats_ = std::make_unique<StatsFile>(cfg.name, ecfg.max_qp);
   std::string link_desc = link->describe();
   dev->engine_ = std::make_unique<transport::Engine>(std::move(link), ecfg, dev->stats_->area());
