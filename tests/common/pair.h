@@ -172,3 +172,92 @@ inline void dump_counters(Device& d, const char* label) {
   }
 }
 }  // namespace softrdma::test
+
+namespace softrdma::test {
+// ---- helpers for tests that build more than the one QP pair of a PairTest ----------------
+
+// RESET -> INIT -> RTR -> RTS of any QP toward (peer_dev, peer_qpn), with the attributes of o
+// (the same ones connect() uses for a Side).
+inline void connect_qp(Device& dev, QueuePair* qp, const Device& peer_dev, uint32_t peer_qpn, const PairOptions& o,
+                       uint32_t sq_psn = 0, uint32_t rq_psn = 0) {
+  QpType type = qp->init.type;
+  QpAttr a;
+  a.state = QpState::kInit;
+  a.access = o.access;
+  a.qkey = 0x11111111;
+  uint32_t mask = transport::kAttrState | transport::kAttrPkeyIndex | transport::kAttrPort;
+  mask |= type == QpType::kUd ? transport::kAttrQkey : transport::kAttrAccessFlags;
+  const char* why = "";
+  ASSERT_EQ(0, dev.modify_qp(qp, a, mask, &why)) << why;
+  a.state = QpState::kRtr;
+  a.path_mtu = mtu_enum_of(o.mtu);
+  a.dest_qpn = peer_qpn;
+  a.rq_psn = rq_psn;
+  a.av.dgid = peer_dev.gid();
+  a.max_dest_rd_atomic = o.max_rd_atomic;
+  a.min_rnr_timer = 1;
+  if (type == QpType::kUd)
+    mask = transport::kAttrState;
+  else if (type == QpType::kUc)
+    mask = transport::kAttrState | transport::kAttrAv | transport::kAttrPathMtu | transport::kAttrDestQpn |
+           transport::kAttrRqPsn;
+  else
+    mask = transport::kAttrState | transport::kAttrAv | transport::kAttrPathMtu | transport::kAttrDestQpn |
+           transport::kAttrRqPsn | transport::kAttrMaxDestRdAtomic | transport::kAttrMinRnrTimer;
+  ASSERT_EQ(0, dev.modify_qp(qp, a, mask, &why)) << why;
+  a.state = QpState::kRts;
+  a.sq_psn = sq_psn;
+  a.timeout = o.timeout;
+  a.retry_cnt = o.retry_cnt;
+  a.rnr_retry = o.rnr_retry;
+  a.max_rd_atomic = o.max_rd_atomic;
+  mask = transport::kAttrState | transport::kAttrSqPsn;
+  if (type == QpType::kRc)
+    mask |= transport::kAttrTimeout | transport::kAttrRetryCnt | transport::kAttrRnrRetry | transport::kAttrMaxQpRdAtomic;
+  ASSERT_EQ(0, dev.modify_qp(qp, a, mask, &why)) << why;
+}
+
+// Polls any CQ until n completions arrived or the deadline passed.
+inline std::vector<Wc> wait_cq(Device& dev, Cq* cq, size_t n, std::chrono::milliseconds limit = std::chrono::seconds(20)) {
+  std::vector<Wc> out;
+  auto deadline = std::chrono::steady_clock::now() + limit;
+  Wc wc[32];
+  while (out.size() < n && std::chrono::steady_clock::now() < deadline) {
+    int got = dev.poll_cq(cq, wc, 32);
+    for (int i = 0; i < got; ++i) out.push_back(wc[i]);
+  }
+  return out;
+}
+
+// Polls a side's CQ for the whole period and returns everything that arrived (to show that
+// nothing more comes).
+inline std::vector<Wc> drain(Side& s, std::chrono::milliseconds period) {
+  return wait_cq(*s.dev, s.cq, SIZE_MAX, period);
+}
+
+// Waits (without polling any CQ) until the QP is in state st; false at the deadline.
+inline bool wait_state(const QueuePair* qp, QpState st, std::chrono::milliseconds limit = std::chrono::seconds(5)) {
+  auto deadline = std::chrono::steady_clock::now() + limit;
+  while (qp->state() != st) {
+    if (std::chrono::steady_clock::now() >= deadline) return false;
+    std::this_thread::sleep_for(std::chrono::microseconds(200));
+  }
+  return true;
+}
+
+// A snapshot of the counters of QP qpn on dev (all zero if there is no such QP).
+inline transport::QpCounters qp_counters_of(Device& dev, uint32_t qpn) {
+  for (auto& q : dev.qp_counters())
+    if (q.qpn == qpn) return q.counters;
+  return {};
+}
+}  // namespace softrdma::test
+
+namespace softrdma {
+// Readable values in test failure messages (found by GoogleTest through ADL).
+inline void PrintTo(WcStatus s, std::ostream* os) { *os << name(s); }
+inline void PrintTo(WcOpcode o, std::ostream* os) { *os << name(o); }
+}  // namespace softrdma
+namespace softrdma::transport {
+inline void PrintTo(QpState s, std::ostream* os) { *os << name(s); }
+}  // namespace softrdma::transport
