@@ -133,7 +133,8 @@ TEST_F(ChannelTest, LocalErrorCompletionNotifiesWithoutPolling) {
   c.create(a);
   connect_qp(*a.dev, c.qp, *b.dev, b.qp->qpn(), opt);
   a.dev->req_notify_cq(c.cq, false);
-  Sge sg{a.addr(0), 100, 0};  // lkey 0 is never valid
+  std::this_thread::sleep_for(20ms);  // let the progress threads go idle
+  Sge sg{a.addr(0), 100, 0};          // lkey 0 is never valid
   SendWr wr;
   wr.wr_id = 5;
   wr.flags = kSignaled;
