@@ -111,7 +111,7 @@ std::unique_ptr<Device> Device::open_with_link(const DeviceConfig& cfg, std::uni
   if (auto* udp = dynamic_cast<link::UdpLink*>(base)) {
     uint32_t per_packet = 2 * (cfg.mtu + 128);
     uint32_t fits = static_cast<uint32_t>(udp->rcvbuf()) / per_packet;
-    ecfg.window_packets = std::clamp<uint32_t>(fits, 16, ecfg.window_packets);
+    ecfg.window_packets = std::min(ecfg.window_packets, std::max<uint32_t>(fits, 16));
   }
   dev->stats_ = std::make_unique<StatsFile>(cfg.name, ecfg.max_qp);
   std::string link_desc = link->describe();

@@ -7,6 +7,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cerrno>
 #include <cstring>
 
@@ -35,7 +36,9 @@ StatsFile::StatsFile(const std::string& name, uint32_t max_qps) {
   std::string safe = name;
   for (char& c : safe)
     if (c == '/') c = '_';
-  path_ = std::string(kDir) + "/" + kPrefix + std::to_string(getpid()) + "-" + safe;
+  // Two devices of one process may share a name: a per-process sequence number keeps them apart.
+  static std::atomic<uint32_t> sequence{0};
+  path_ = std::string(kDir) + "/" + kPrefix + std::to_string(getpid()) + "-" + std::to_string(sequence++) + "-" + safe;
   int fd = ::open(path_.c_str(), O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   if (fd >= 0 && ftruncate(fd, static_cast<off_t>(size_)) == 0) {
     base_ = mmap(nullptr, size_, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);

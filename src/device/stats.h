@@ -2,7 +2,7 @@
 // `softrdma stat` in another process reads them live, with no call into the device and no
 // cost on the datapath (the engine increments counters in place).
 //
-// File: /dev/shm/softrdma-<pid>-<device name>; layout: StatsHeader, DeviceCounters, then
+// File: /dev/shm/softrdma-<pid>-<n>-<device name> (n numbers the devices of a process); layout: StatsHeader, DeviceCounters, then
 // max_qps QpStatsSlot entries. The file is removed when the device closes; readers skip files
 // whose process is gone.
 #pragma once

@@ -30,6 +30,8 @@ Engine::Engine(std::unique_ptr<link::Link> link, const EngineConfig& cfg, StatsA
   std::minstd_rand rng{std::random_device{}()};
   qpn_base_ = kFirstQpn + static_cast<uint32_t>(rng() % 0x400000);
   qp_table_.assign(cfg_.max_qp, nullptr);
+  bounce_ = std::make_unique<uint8_t[]>(kTxBatch * 4096);
+  for (size_t i = 0; i < kTxBatch; ++i) tx_[i].bounce = &bounce_[i * 4096];
   rx_.resize(cfg_.rx_batch);
   rx_buffers_ = std::make_unique<uint8_t[]>(size_t{kRxBufferSize} * cfg_.rx_batch);
   for (uint32_t i = 0; i < cfg_.rx_batch; ++i) {
@@ -190,8 +192,10 @@ void Engine::run_send(Qp& qp) {
   if (qp.responder_error) {
     qp.responder_error = false;
     set_error(qp);
-    flush_errors(qp);
   }
+  // A stage that failed a WQE moved the QP to ERR: complete it and flush the rest now, not on
+  // some later pass that nothing may trigger.
+  if (qp.error_pending) flush_errors(qp);
 }
 
 void Engine::kick(Qp* qp) {
@@ -205,7 +209,10 @@ void Engine::run_timers(uint64_t now, uint64_t* next) {
     if (t != 0 && (*next == 0 || t < *next)) *next = t;
   };
   for (Qp* qp : qps_) {
-    if (qp->comp.retry_deadline != 0 && now >= qp->comp.retry_deadline) completer_timeout(*this, *qp, now);
+    if (qp->comp.retry_deadline != 0 && now >= qp->comp.retry_deadline) {
+      completer_timeout(*this, *qp, now);
+      run_send(*qp);  // the retransmission (or the error completion) goes out now
+    }
     if (qp->req.rnr_wait && now >= qp->req.rnr_deadline) {
       qp->req.rnr_wait = false;
       run_send(*qp);

@@ -43,6 +43,7 @@ struct TxSlot {
   uint8_t hdr[64];
   uint8_t trailer[8];
   link::TxFrame frame;
+  uint8_t* bounce;  // MTU-sized, for payload spread over more SGEs than a frame can gather
 };
 
 class Engine {
@@ -111,6 +112,7 @@ class Engine {
   uint32_t qpn_cursor_ = 0;
 
   std::vector<TxSlot> tx_;
+  std::unique_ptr<uint8_t[]> bounce_;
   std::vector<link::TxFrame> tx_frames_;
   size_t tx_count_ = 0;
 
@@ -128,9 +130,11 @@ void completer_timeout(Engine& e, Qp& qp, uint64_t now);             // complete
 void completer_retire(Engine& e, Qp& qp);                            // completer.cc
 
 // Payload movement shared by the stages (payload.cc). Gathers [offset, offset+len) of a send
-// WQE's data into iovecs, validating every local key (FIG. 15); false with *status on failure.
+// WQE's data into iovecs, validating every local key (FIG. 15). When the range spans more SGEs
+// than max_parts, the pieces are copied into `bounce` (len bytes) and sent as one part.
+// False with *status on failure.
 bool gather(Engine& e, Qp& qp, uint64_t index, uint32_t offset, uint32_t len, iovec* out, uint8_t max_parts,
-            uint8_t* nparts, WcStatus* status);
+            uint8_t* nparts, uint8_t* bounce, WcStatus* status);
 // Scatters data into an SGE list at byte offset; needs local write. false with *status.
 bool scatter(Engine& e, uint32_t pd, const Sge* sges, uint32_t nsge, uint64_t offset, const uint8_t* data,
              uint32_t len, WcStatus* status);

@@ -18,7 +18,7 @@ WcStatus local_status(mem::KeyError e) {
 }  // namespace
 
 bool gather(Engine& e, Qp& qp, uint64_t index, uint32_t offset, uint32_t len, iovec* out, uint8_t max_parts,
-            uint8_t* nparts, WcStatus* status) {
+            uint8_t* nparts, uint8_t* bounce, WcStatus* status) {
   SendWqe& w = qp.sq.at(index);
   *nparts = 0;
   if (len == 0) return true;
@@ -40,10 +40,21 @@ bool gather(Engine& e, Qp& qp, uint64_t index, uint32_t offset, uint32_t len, io
         return false;
       }
       if (*nparts == max_parts) {
-        *status = WcStatus::kLocLenErr;  // more pieces in one packet than the link can gather
-        return false;
+        // More pieces than a frame gathers: copy them all into the bounce buffer instead.
+        uint32_t copied = 0;
+        for (uint8_t k = 0; k < *nparts; ++k) {
+          std::memcpy(bounce + copied, out[k].iov_base, out[k].iov_len);
+          copied += static_cast<uint32_t>(out[k].iov_len);
+        }
+        out[0] = {bounce, copied};
+        *nparts = 1;
       }
-      out[(*nparts)++] = {t.host, take};
+      if (*nparts == 1 && out[0].iov_base == bounce) {
+        std::memcpy(static_cast<uint8_t*>(out[0].iov_base) + out[0].iov_len, t.host, take);
+        out[0].iov_len += take;
+      } else {
+        out[(*nparts)++] = {t.host, take};
+      }
       offset += take;
       len -= take;
     }

@@ -304,6 +304,7 @@ uint8_t execute_message(Engine& e, Qp& qp, const wire::PacketView& p, bool rc) {
 
 void rc_receive(Engine& e, Qp& qp, const wire::PacketView& p) {
   auto& r = qp.resp;
+  if (qp.responder_error) return;  // a fatal NAK is out; the QP enters ERR at the end of this pass
   int32_t d = psn_diff(p.psn, r.epsn);
   if (d > 0) {
     // IBA 9.7.5.1.1: one NAK per gap; later packets of the same gap are dropped quietly.
@@ -372,6 +373,7 @@ void rc_receive(Engine& e, Qp& qp, const wire::PacketView& p) {
   if (result == kRnrNak) {
     qp.stats->rnr_nak_sent++;
     emit_ack(e, qp, static_cast<uint8_t>(kRnrNak | (qp.attr.min_rnr_timer & 0x1f)), p.psn);
+    r.nak_sent = true;  // the packets behind it are not a sequence error: stay quiet
     return;
   }
   if (result != 0) return fatal_nak(e, qp, result, p.psn);

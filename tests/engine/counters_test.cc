@@ -33,9 +33,9 @@ TEST_F(CountersTest, TwoDevicesInOneProcessCountSeparately) {
   EXPECT_LT(db.tx_bytes, 40960u / 4) << "b's device counters show a's traffic (shared stats area?)";
   EXPECT_GE(db.rx_bytes, 40960u);
   EXPECT_LT(da.rx_bytes, 40960u / 4);
-  EXPECT_EQ(qa.tx_bytes, 40960u);
+  EXPECT_GE(qa.tx_bytes, 40960u);  // more if a spurious timeout resent some
   EXPECT_EQ(qb.tx_bytes, 0u) << "b's QP counters show a's QP's traffic";
-  EXPECT_EQ(qb.rx_bytes, 40960u);
+  EXPECT_GE(qb.rx_bytes, 40960u);
   EXPECT_EQ(qa.rx_bytes, 0u);
   EXPECT_GT(qb.acks_sent, 0u);
   EXPECT_EQ(qa.acks_sent, 0u);

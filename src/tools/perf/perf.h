@@ -134,6 +134,8 @@ class Channel {
   // Raw bytes for the TCP baseline (after the line protocol has agreed on what follows).
   bool write_all(const void* p, size_t n);
   bool read_all(void* p, size_t n);
+  // Like read_all, but spins on non-blocking reads instead of sleeping (busy-polled TCP).
+  bool read_all_spin(void* p, size_t n);
   int fd() const { return fd_; }
   std::string peer() const;
 

@@ -253,6 +253,36 @@ bool Channel::read_all(void* p, size_t n) {
   return true;
 }
 
+bool Channel::read_all_spin(void* p, size_t n) {
+  char* c = static_cast<char*>(p);
+  size_t from_buf = std::min(n, inbuf_.size());
+  if (from_buf) {
+    std::memcpy(c, inbuf_.data(), from_buf);
+    inbuf_.erase(0, from_buf);
+    c += from_buf;
+    n -= from_buf;
+  }
+  uint32_t idle = 0;
+  Clock::time_point since{};
+  while (n > 0) {
+    ssize_t r = ::recv(fd_, c, n, MSG_DONTWAIT);
+    if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) {
+      // A silent peer: give up after kStallLimit rather than spin forever.
+      if ((++idle & 4095) == 0) {
+        if (since == Clock::time_point{}) since = Clock::now();
+        else if (Clock::now() - since > kStallLimit) return false;
+      }
+      continue;
+    }
+    if (r <= 0) return false;
+    idle = 0;
+    since = {};
+    c += r;
+    n -= static_cast<size_t>(r);
+  }
+  return true;
+}
+
 std::string Channel::peer() const {
   sockaddr_storage ss{};
   socklen_t len = sizeof ss;

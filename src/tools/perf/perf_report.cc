@@ -236,15 +236,16 @@ bool write_plot(const std::string& path, const std::vector<Result>& rows, std::s
   }
   FILE* f = fdopen(fd, "w");
   if (svg)
-    std::fprintf(f, "set terminal svg size 900,540 dynamic background rgb 'white' font 'Helvetica,12'\n");
+    std::fprintf(f, "set terminal svg size 900,540 dynamic noenhanced background rgb 'white' font 'Helvetica,12'\n");
   else
-    std::fprintf(f, "set terminal pngcairo size 900,540 font 'Helvetica,11'\n");
+    std::fprintf(f, "set terminal pngcairo size 900,540 noenhanced font 'Helvetica,11'\n");
   std::string out = path;
   for (char& c : out)
     if (c == '\'') c = '_';
   std::fprintf(f, "set output '%s'\n", out.c_str());
   std::fprintf(f, "set title 'softrdma perf: %s'\n", title(first.op, first.mode).c_str());
   std::fprintf(f, "set grid\nset key top left\nset xlabel 'message size [bytes]'\n");
+  std::fprintf(f, "set offsets graph 0.04, graph 0.04, graph 0.05, 0\n");
   if (rows.size() > 1) {
     std::fprintf(f, "set logscale x 2\nset xtics (");
     for (size_t i = 0; i < rows.size(); ++i)
@@ -256,7 +257,7 @@ bool write_plot(const std::string& path, const std::vector<Result>& rows, std::s
     std::fprintf(f, "%u %.4f %.4f %.5f %.3f %.3f %.4f %.3f\n", r.size, r.gbits_per_s, r.mbytes_per_s, r.mpps,
                  r.lat.median, r.lat.p99, r.tcp_ref, r.tcp_p99);
   std::fprintf(f, "EOD\n");
-  const std::string label(name(first.op));
+  const std::string label = "softrdma " + std::string(name(first.op)) + (first.op == Op::kTcp ? "" : " (RC)");
   switch (first.mode) {
     case Mode::kBw:
       std::fprintf(f, "set ylabel 'bandwidth [Gb/s]'\nset yrange [0:*]\n");

@@ -2,7 +2,10 @@
 // TCP figures come from the same run, the same addresses and the same machine state.
 //
 // Latency: a ping-pong of `size`-byte messages; half the round trip is reported, exactly like
-// the SEND ping-pong. Bandwidth: the client streams `bytes` in write() calls of `size` bytes;
+// the SEND ping-pong. Both ends busy-poll the socket (non-blocking reads in a loop), as the RDMA
+// side polls its CQ: a blocking TCP ping-pong measures thread wake-ups instead (on this kind of
+// virtual machine 7 to 20 us per wake-up, depending on where the scheduler puts the threads),
+// which bench/tcp_pingpong reports separately. Bandwidth: the client streams `bytes` in write() calls of `size` bytes;
 // the clock stops when the server has read the last byte and answered with one byte.
 #include <algorithm>
 #include <vector>
@@ -23,7 +26,7 @@ bool tcp_lat(Channel& ch, uint32_t size, uint64_t iters, uint64_t warmup, Result
   const auto start = Clock::now();
   for (uint64_t i = 0; i < iters + warmup; ++i) {
     const auto t0 = Clock::now();
-    if (!ch.write_all(buf.data(), size) || !ch.read_all(buf.data(), size)) {
+    if (!ch.write_all(buf.data(), size) || !ch.read_all_spin(buf.data(), size)) {
       *err = "TCP ping-pong: connection lost";
       return false;
     }
@@ -66,7 +69,7 @@ bool tcp_serve(Channel& ch, Mode mode, uint32_t size, uint64_t count, std::strin
   if (mode == Mode::kLat) {
     std::vector<uint8_t> buf(size);
     for (uint64_t i = 0; i < count; ++i) {
-      if (!ch.read_all(buf.data(), size) || !ch.write_all(buf.data(), size)) {
+      if (!ch.read_all_spin(buf.data(), size) || !ch.write_all(buf.data(), size)) {
         *err = "TCP ping-pong: connection lost";
         return false;
       }

@@ -207,10 +207,11 @@ TEST(UdpLink, Ipv4DontFragmentAndZeroIdentification) {
   auto a = must_open(ep("127.0.0.2", 0));
   auto b = must_open(ep("127.0.0.3", 0));
   ASSERT_TRUE(a && b);
-  send_batch(*a, b->local(), 0, 3, 200, 2);
   int seen = 0;
-  const uint64_t end = test::mono_ns() + 2'000'000'000ull;
+  const uint64_t end = test::mono_ns() + 5'000'000'000ull;
   while (seen < 3 && test::mono_ns() < end) {
+    // Resend each round: under parallel test load the packet socket may drop some copies.
+    send_batch(*a, b->local(), 0, 3, 200, 2);
     pollfd p{ps, POLLIN, 0};
     (void)::poll(&p, 1, 100);
     uint8_t buf[2048];
@@ -234,7 +235,7 @@ TEST(UdpLink, Ipv4DontFragmentAndZeroIdentification) {
     }
   }
   ::close(ps);
-  EXPECT_EQ(seen, 3);
+  EXPECT_GE(seen, 3);
 }
 
 }  // namespace
