@@ -178,6 +178,7 @@ void Device::thread_main() {
       std::lock_guard<std::mutex> g(mu);
       pending_.store(false);
       next = engine_->progress();
+      after_progress();
     }
     if (cfg_.busy_poll) continue;
     uint64_t now = transport::now_ns();
@@ -232,6 +233,7 @@ void Device::after_unlock() {
     if (!mu.try_lock()) return;
     pending_.store(false, std::memory_order_seq_cst);
     engine_->progress();
+    after_progress();
     wake_if_needed();
     mu.unlock();
   }
@@ -254,6 +256,7 @@ void Device::try_progress() {
   if (!mu.try_lock()) return;
   pending_.store(false, std::memory_order_seq_cst);
   engine_->progress();
+  after_progress();
   wake_if_needed();
   mu.unlock();
   after_unlock();
@@ -264,6 +267,7 @@ void Device::progress() {
     std::lock_guard<std::mutex> g(engine_->mutex());
     pending_.store(false, std::memory_order_seq_cst);
     engine_->progress();
+    after_progress();
     wake_if_needed();
   }
   after_unlock();
@@ -385,6 +389,10 @@ int Device::destroy_srq(Srq* srq) {
   std::lock_guard<std::mutex> g(objects_mu_);
   if (!owns(srqs_, srq)) return EINVAL;
   if (srq->refs.load() != 0) return EBUSY;
+  {
+    std::lock_guard<std::mutex> eg(engine_->mutex());
+    std::erase_if(armed_srqs_, [srq](const ArmedSrq& a) { return a.srq == srq; });
+  }
   srq->pd->refs--;
   erase_owned(srqs_, srq);
   return 0;
@@ -662,6 +670,69 @@ int Device::post_recv(QueuePair* qpair, const RecvWr* wrs, size_t n, size_t* bad
   }
   if (qp.state.load() == QpState::kErr) kick(&qp);  // flushed at once
   return rc;
+}
+
+// ---- for the verbs layer ----------------------------------------------------------------
+
+void Device::set_async_handler(AsyncHandler h) {
+  std::lock_guard<std::mutex> g(engine_->mutex());
+  async_handler_ = std::move(h);
+}
+
+// Engine lock held. One size check per pass when nothing is armed.
+void Device::after_progress() {
+  if (armed_srqs_.empty()) return;
+  for (size_t i = 0; i < armed_srqs_.size();) {
+    Srq* srq = armed_srqs_[i].srq;
+    uint32_t limit = srq->limit.load(std::memory_order_relaxed);
+    // Like an HCA, the event comes from consuming a WQE, not from arming below the limit.
+    if (limit != 0 && (srq_outstanding(srq) >= limit || srq->retired() == armed_srqs_[i].retired_at_arm)) {
+      ++i;
+      continue;
+    }
+    armed_srqs_.erase(armed_srqs_.begin() + static_cast<std::ptrdiff_t>(i));
+    if (limit == 0) continue;
+    srq->limit.store(0, std::memory_order_relaxed);
+    if (async_handler_) {
+      AsyncEvent ev{AsyncEvent::Type::kSrqLimitReached};
+      ev.srq = srq;
+      async_handler_(ev);
+    }
+  }
+}
+
+int Device::modify_srq_limit(Srq* srq, uint32_t limit) {
+  if (limit > srq->max_wr()) return EINVAL;
+  std::lock_guard<std::mutex> g(engine_->mutex());
+  srq->limit.store(limit, std::memory_order_relaxed);
+  std::erase_if(armed_srqs_, [srq](const ArmedSrq& a) { return a.srq == srq; });
+  if (limit != 0) armed_srqs_.push_back(ArmedSrq{srq, srq->retired()});
+  return 0;
+}
+
+int Device::rereg_mr(Mr* mr, Pd* pd, void* addr, size_t length, uint64_t iova, uint32_t access) {
+  if ((access & (mem::kRemoteWrite | mem::kRemoteAtomic)) && !(access & mem::kLocalWrite)) return EINVAL;
+  if (pd == nullptr || (addr == nullptr && length != 0)) return EINVAL;
+  std::lock_guard<std::mutex> g(objects_mu_);
+  if (!owns(mrs_, mr)) return EINVAL;
+  mem::EntryType type = (access & mem::kZeroBased) ? mem::EntryType::kZeroBasedRegion : mem::EntryType::kRegion;
+  {
+    std::lock_guard<std::mutex> eg(engine_->mutex());
+    uint32_t key = engine_->mrs().add(pd->handle, static_cast<uint8_t*>(addr), iova, length, access, type);
+    if (key == 0) return ENOMEM;
+    engine_->mrs().remove(mr->lkey);
+    mr->lkey = mr->rkey = key;
+  }
+  if (pd != mr->pd) {
+    pd->refs++;
+    mr->pd->refs--;
+    mr->pd = pd;
+  }
+  mr->addr = addr;
+  mr->length = length;
+  mr->iova = iova;
+  mr->access = access;
+  return 0;
 }
 
 // ---- counters ---------------------------------------------------------------------------

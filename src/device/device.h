@@ -11,6 +11,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -116,6 +117,7 @@ struct Srq : queue::RecvQueue {
   using RecvQueue::RecvQueue;
   Pd* pd = nullptr;
   std::atomic<uint32_t> refs{0};
+  void* user_context = nullptr;  // the caller's (the verbs layer's ibv_srq)
 };
 
 class AddressHandle {
@@ -142,6 +144,18 @@ struct QueuePair {
   uint32_t qpn() const { return qp->qpn; }
   QpState state() const { return qp->state.load(std::memory_order_acquire); }
 };
+
+// An asynchronous event (IBA 11.6.3 "affiliated asynchronous events").
+struct AsyncEvent {
+  enum class Type : uint8_t {
+    kSrqLimitReached,  // an armed SRQ fell below its limit (the limit is disarmed)
+  };
+  Type type;
+  Cq* cq = nullptr;
+  Srq* srq = nullptr;
+  QueuePair* qp = nullptr;
+};
+using AsyncHandler = std::function<void(const AsyncEvent&)>;
 
 class Device {
  public:
@@ -197,6 +211,20 @@ class Device {
   // One progress pass on the calling thread (for callers that drive progress themselves).
   void progress();
 
+  // ---- for the verbs layer ----
+  // Where asynchronous events go. The handler runs on whichever thread makes progress, with
+  // the engine lock held: it must be short and must not call back into the Device. Set it
+  // before creating objects; an empty handler drops events.
+  void set_async_handler(AsyncHandler h);
+  // Arms the SRQ limit event: when fewer than `limit` receive WQEs are left, one
+  // kSrqLimitReached is delivered and the limit is disarmed (0 disarms). EINVAL above max_wr.
+  int modify_srq_limit(Srq* srq, uint32_t limit);
+  // Re-registers an MR in place (ibv_rereg_mr): new PD, range, iova and access; the keys
+  // change (the old ones fail the instance check from now on). On error the MR is unchanged.
+  int rereg_mr(Mr* mr, Pd* pd, void* addr, size_t length, uint64_t iova, uint32_t access);
+  // Number of receive WQEs posted and not yet consumed.
+  static uint64_t srq_outstanding(const Srq* srq) { return srq->produced() - srq->retired(); }
+
   transport::DeviceCounters counters();
   link::FaultCounters fault_counters();
   struct QpSnapshot {
@@ -214,6 +242,7 @@ class Device {
   void kick(transport::Qp* qp);
   void after_unlock();
   void wake_if_needed();
+  void after_progress();  // engine lock held: events that a pass may have caused
   int post_one_send(QueuePair* qp, const SendWr& wr);
 
   DeviceConfig cfg_;
@@ -230,6 +259,13 @@ class Device {
   std::vector<std::unique_ptr<Srq>> srqs_;
   std::vector<std::unique_ptr<AddressHandle>> ahs_;
   std::vector<std::unique_ptr<QueuePair>> qps_;
+
+  AsyncHandler async_handler_;
+  struct ArmedSrq {
+    Srq* srq;
+    uint64_t retired_at_arm;
+  };
+  std::vector<ArmedSrq> armed_srqs_;  // SRQs with a limit armed (engine lock)
 
   std::atomic<bool> pending_{false};
   std::atomic<bool> stop_{false};

@@ -1,0 +1,512 @@
+// The data path: what ctx->ops points at (post_send, post_recv, post_srq_recv, poll_cq,
+// req_notify_cq), the ibv_cq_ex polling functions and the ibv_qp_ex work-request builder.
+//
+// Each call goes from the C struct straight to the Device: work requests and completions are
+// converted on the stack (the scatter/gather lists are passed through as they are, the layouts
+// being identical), with no allocation and no lock of our own.
+#include <arpa/inet.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+
+#include "verbs/internal.h"
+
+namespace softrdma::verbs {
+
+// The C++ API uses libibverbs' numbering; check it here once.
+static_assert(sizeof(ibv_sge) == sizeof(Sge) && offsetof(ibv_sge, addr) == offsetof(Sge, addr) &&
+              offsetof(ibv_sge, length) == offsetof(Sge, length) && offsetof(ibv_sge, lkey) == offsetof(Sge, lkey));
+static_assert(static_cast<int>(WrOpcode::kRdmaWrite) == IBV_WR_RDMA_WRITE &&
+              static_cast<int>(WrOpcode::kRdmaWriteImm) == IBV_WR_RDMA_WRITE_WITH_IMM &&
+              static_cast<int>(WrOpcode::kSend) == IBV_WR_SEND && static_cast<int>(WrOpcode::kSendImm) == IBV_WR_SEND_WITH_IMM &&
+              static_cast<int>(WrOpcode::kRdmaRead) == IBV_WR_RDMA_READ &&
+              static_cast<int>(WrOpcode::kCompSwap) == IBV_WR_ATOMIC_CMP_AND_SWP &&
+              static_cast<int>(WrOpcode::kFetchAdd) == IBV_WR_ATOMIC_FETCH_AND_ADD &&
+              static_cast<int>(WrOpcode::kLocalInv) == IBV_WR_LOCAL_INV &&
+              static_cast<int>(WrOpcode::kBindMw) == IBV_WR_BIND_MW &&
+              static_cast<int>(WrOpcode::kSendInv) == IBV_WR_SEND_WITH_INV);
+constexpr bool same(uint64_t a, uint64_t b) { return a == b; }
+static_assert(same(kFence, IBV_SEND_FENCE) && same(kSignaled, IBV_SEND_SIGNALED) && same(kSolicited, IBV_SEND_SOLICITED) &&
+              same(kInline, IBV_SEND_INLINE));
+static_assert(static_cast<int>(WcStatus::kSuccess) == IBV_WC_SUCCESS &&
+              static_cast<int>(WcStatus::kWrFlushErr) == IBV_WC_WR_FLUSH_ERR &&
+              static_cast<int>(WcStatus::kRemAccessErr) == IBV_WC_REM_ACCESS_ERR &&
+              static_cast<int>(WcStatus::kRemOpErr) == IBV_WC_REM_OP_ERR &&
+              static_cast<int>(WcStatus::kRnrRetryExcErr) == IBV_WC_RNR_RETRY_EXC_ERR &&
+              static_cast<int>(WcStatus::kGeneralErr) == IBV_WC_GENERAL_ERR);
+static_assert(static_cast<int>(WcOpcode::kSend) == IBV_WC_SEND && static_cast<int>(WcOpcode::kRdmaWrite) == IBV_WC_RDMA_WRITE &&
+              static_cast<int>(WcOpcode::kRdmaRead) == IBV_WC_RDMA_READ &&
+              static_cast<int>(WcOpcode::kCompSwap) == IBV_WC_COMP_SWAP &&
+              static_cast<int>(WcOpcode::kFetchAdd) == IBV_WC_FETCH_ADD &&
+              static_cast<int>(WcOpcode::kBindMw) == IBV_WC_BIND_MW &&
+              static_cast<int>(WcOpcode::kLocalInv) == IBV_WC_LOCAL_INV && static_cast<int>(WcOpcode::kRecv) == IBV_WC_RECV &&
+              static_cast<int>(WcOpcode::kRecvRdmaWithImm) == IBV_WC_RECV_RDMA_WITH_IMM);
+static_assert(same(kWcGrh, IBV_WC_GRH) && same(kWcWithImm, IBV_WC_WITH_IMM) && same(kWcWithInv, IBV_WC_WITH_INV));
+static_assert(static_cast<int>(QpState::kReset) == IBV_QPS_RESET && static_cast<int>(QpState::kRts) == IBV_QPS_RTS &&
+              static_cast<int>(QpState::kErr) == IBV_QPS_ERR);
+static_assert(same(transport::kAttrState, IBV_QP_STATE) && same(transport::kAttrAv, IBV_QP_AV) &&
+              same(transport::kAttrDestQpn, IBV_QP_DEST_QPN) && same(transport::kAttrCap, IBV_QP_CAP) &&
+              same(transport::kAttrSqPsn, IBV_QP_SQ_PSN) && same(transport::kAttrAccessFlags, IBV_QP_ACCESS_FLAGS) &&
+              same(transport::kAttrPathMtu, IBV_QP_PATH_MTU) && same(transport::kAttrMaxDestRdAtomic, IBV_QP_MAX_DEST_RD_ATOMIC));
+
+namespace {
+
+constexpr int kBatch = 16;
+
+// Converts one work request; false for an opcode the adapter does not have.
+inline bool to_send_wr(const ibv_send_wr* w, SendWr* o) {
+  o->wr_id = w->wr_id;
+  o->flags = w->send_flags & (IBV_SEND_FENCE | IBV_SEND_SIGNALED | IBV_SEND_SOLICITED | IBV_SEND_INLINE);
+  o->sg_list = reinterpret_cast<const Sge*>(w->sg_list);
+  o->num_sge = w->num_sge < 0 ? 0xffffffffu : static_cast<uint32_t>(w->num_sge);
+  if (w->num_sge > 0 && w->sg_list == nullptr) return false;
+  switch (w->opcode) {
+    case IBV_WR_RDMA_WRITE:
+    case IBV_WR_RDMA_WRITE_WITH_IMM:
+    case IBV_WR_RDMA_READ:
+      o->rdma.remote_addr = w->wr.rdma.remote_addr;
+      o->rdma.rkey = w->wr.rdma.rkey;
+      break;
+    case IBV_WR_SEND:
+    case IBV_WR_SEND_WITH_IMM:
+      break;
+    case IBV_WR_ATOMIC_CMP_AND_SWP:
+    case IBV_WR_ATOMIC_FETCH_AND_ADD:
+      o->atomic.remote_addr = w->wr.atomic.remote_addr;
+      o->atomic.compare_add = w->wr.atomic.compare_add;
+      o->atomic.swap = w->wr.atomic.swap;
+      o->atomic.rkey = w->wr.atomic.rkey;
+      break;
+    case IBV_WR_SEND_WITH_INV:
+    case IBV_WR_LOCAL_INV:
+      break;
+    default:
+      return false;  // BIND_MW (no windows), TSO, DRIVER1, ATOMIC_WRITE
+  }
+  o->opcode = static_cast<WrOpcode>(w->opcode);
+  if (w->opcode == IBV_WR_SEND_WITH_INV || w->opcode == IBV_WR_LOCAL_INV)
+    o->imm_data = w->invalidate_rkey;
+  else
+    o->imm_data = ntohl(w->imm_data);
+  return true;
+}
+
+inline void to_ud(const ibv_send_wr* w, SendWr* o) {
+  o->ud.ah = w->wr.ud.ah != nullptr ? to_ah(w->wr.ud.ah)->a : nullptr;
+  o->ud.remote_qpn = w->wr.ud.remote_qpn;
+  o->ud.remote_qkey = w->wr.ud.remote_qkey;
+}
+
+inline void to_ibv_wc(const Wc& s, ibv_wc* d) {
+  d->wr_id = s.wr_id;
+  d->status = static_cast<ibv_wc_status>(s.status);
+  d->opcode = static_cast<ibv_wc_opcode>(s.opcode);
+  d->vendor_err = s.vendor_err;
+  d->byte_len = s.byte_len;
+  d->imm_data = (s.wc_flags & kWcWithInv) ? s.imm_data : htonl(s.imm_data);
+  d->qp_num = s.qp_num;
+  d->src_qp = s.src_qp;
+  d->wc_flags = s.wc_flags;
+  d->pkey_index = s.pkey_index;
+  d->slid = s.slid;
+  d->sl = s.sl;
+  d->dlid_path_bits = s.dlid_path_bits;
+}
+
+// Completions set aside by ibv_resize_cq come first.
+int poll_stash(SrCq* cq, Wc* out, int n) {
+  std::lock_guard<std::mutex> g(cq->st->mu);
+  int got = 0;
+  auto& s = cq->st->stash;
+  while (got < n && !s.empty()) {
+    out[got++] = s.front();
+    s.pop_front();
+  }
+  cq->stash_n.store(static_cast<uint32_t>(s.size()), std::memory_order_relaxed);
+  return got;
+}
+
+// Polls up to n completions into out (Wc form).
+inline int poll_wc(SrCq* cq, Wc* out, int n) {
+  int got = 0;
+  if (cq->stash_n.load(std::memory_order_relaxed) != 0) [[unlikely]] {
+    got = poll_stash(cq, out, n);
+    if (got == n) return got;
+  }
+  return got + cq->dev->poll_cq(cq->c, out + got, n - got);
+}
+
+}  // namespace
+
+// ---- ctx->ops ------------------------------------------------------------------------------------
+
+int post_send(ibv_qp* ibqp, ibv_send_wr* wr, ibv_send_wr** bad) {
+  SrQp* qp = to_qp(ibqp);
+  const bool ud = ibqp->qp_type == IBV_QPT_UD;
+  if (wr != nullptr && wr->next == nullptr) {  // the common case: one work request
+    SendWr w;
+    if (!to_send_wr(wr, &w)) {
+      *bad = wr;
+      return EINVAL;
+    }
+    if (ud) to_ud(wr, &w);
+    size_t b = 0;
+    int rc = qp->dev->post_send(qp->q, &w, 1, &b);
+    if (rc != 0) *bad = wr;
+    return rc;
+  }
+  while (wr != nullptr) {
+    SendWr batch[kBatch];
+    ibv_send_wr* src[kBatch];
+    int n = 0;
+    int conv_err = 0;
+    for (; wr != nullptr && n < kBatch; wr = wr->next) {
+      if (!to_send_wr(wr, &batch[n])) {
+        conv_err = EINVAL;
+        break;
+      }
+      if (ud) to_ud(wr, &batch[n]);
+      src[n++] = wr;
+    }
+    if (n > 0) {
+      size_t b = 0;
+      int rc = qp->dev->post_send(qp->q, batch, static_cast<size_t>(n), &b);
+      if (rc != 0) {
+        *bad = src[b];
+        return rc;
+      }
+    }
+    if (conv_err != 0) {
+      *bad = wr;
+      return conv_err;
+    }
+  }
+  return 0;
+}
+
+int post_recv(ibv_qp* ibqp, ibv_recv_wr* wr, ibv_recv_wr** bad) {
+  SrQp* qp = to_qp(ibqp);
+  while (wr != nullptr) {
+    RecvWr batch[kBatch];
+    ibv_recv_wr* src[kBatch];
+    int n = 0;
+    for (; wr != nullptr && n < kBatch; wr = wr->next) {
+      if (wr->num_sge < 0 || (wr->num_sge > 0 && wr->sg_list == nullptr)) {
+        if (n == 0) {
+          *bad = wr;
+          return EINVAL;
+        }
+        break;
+      }
+      batch[n] = RecvWr{wr->wr_id, reinterpret_cast<const Sge*>(wr->sg_list), static_cast<uint32_t>(wr->num_sge)};
+      src[n++] = wr;
+    }
+    size_t b = 0;
+    int rc = qp->dev->post_recv(qp->q, batch, static_cast<size_t>(n), &b);
+    if (rc != 0) {
+      *bad = src[b];
+      return rc;
+    }
+  }
+  return 0;
+}
+
+int post_srq_recv(ibv_srq* ibsrq, ibv_recv_wr* wr, ibv_recv_wr** bad) {
+  SrSrq* srq = to_srq(ibsrq);
+  while (wr != nullptr) {
+    RecvWr batch[kBatch];
+    ibv_recv_wr* src[kBatch];
+    int n = 0;
+    for (; wr != nullptr && n < kBatch; wr = wr->next) {
+      if (wr->num_sge < 0 || (wr->num_sge > 0 && wr->sg_list == nullptr)) {
+        if (n == 0) {
+          *bad = wr;
+          return EINVAL;
+        }
+        break;
+      }
+      batch[n] = RecvWr{wr->wr_id, reinterpret_cast<const Sge*>(wr->sg_list), static_cast<uint32_t>(wr->num_sge)};
+      src[n++] = wr;
+    }
+    size_t b = 0;
+    int rc = srq->dev->post_srq_recv(srq->s, batch, static_cast<size_t>(n), &b);
+    if (rc != 0) {
+      *bad = src[b];
+      return rc;
+    }
+  }
+  return 0;
+}
+
+int poll_cq(ibv_cq* ibcq, int n, ibv_wc* wc) {
+  SrCq* cq = to_cq(ibcq);
+  int total = 0;
+  while (total < n) {
+    // Uninitialised storage: Wc is trivially copyable and poll_wc writes every entry it returns.
+    alignas(Wc) unsigned char raw[sizeof(Wc) * kBatch];
+    Wc* buf = reinterpret_cast<Wc*>(raw);
+    int k = std::min(n - total, kBatch);
+    int got = poll_wc(cq, buf, k);
+    for (int i = 0; i < got; ++i) to_ibv_wc(buf[i], &wc[total + i]);
+    total += got;
+    if (got < k) break;
+  }
+  return total;
+}
+
+int req_notify_cq(ibv_cq* ibcq, int solicited_only) {
+  SrCq* cq = to_cq(ibcq);
+  cq->dev->req_notify_cq(cq->c, solicited_only != 0);
+  return 0;
+}
+
+int resize_cq_stash(SrCq* cq, int /*cqe*/) {
+  // Let sends posted just before settle into the ring, then count what is unpolled.
+  cq->dev->progress();
+  std::lock_guard<std::mutex> g(cq->st->mu);
+  Wc buf[kBatch];
+  for (;;) {
+    int got = cq->c->poll(buf, kBatch);
+    for (int i = 0; i < got; ++i) cq->st->stash.push_back(buf[i]);
+    if (got < kBatch) break;
+  }
+  cq->stash_n.store(static_cast<uint32_t>(cq->st->stash.size()), std::memory_order_relaxed);
+  return static_cast<int>(cq->st->stash.size());
+}
+
+// ---- ibv_cq_ex ----------------------------------------------------------------------------------
+
+namespace {
+
+inline int poll_one_ex(ibv_cq_ex* x) {
+  SrCq* cq = to_cq(x);
+  if (poll_wc(cq, &cq->cur, 1) == 0) return ENOENT;
+  x->wr_id = cq->cur.wr_id;
+  x->status = static_cast<ibv_wc_status>(cq->cur.status);
+  return 0;
+}
+
+int cq_start_poll(ibv_cq_ex* x, ibv_poll_cq_attr* attr) {
+  if (attr != nullptr && attr->comp_mask != 0) return EINVAL;
+  return poll_one_ex(x);
+}
+int cq_next_poll(ibv_cq_ex* x) { return poll_one_ex(x); }
+void cq_end_poll(ibv_cq_ex*) {}  // also after a start_poll that found nothing (pyverbs does that)
+ibv_wc_opcode cq_read_opcode(ibv_cq_ex* x) { return static_cast<ibv_wc_opcode>(to_cq(x)->cur.opcode); }
+uint32_t cq_read_vendor_err(ibv_cq_ex* x) { return to_cq(x)->cur.vendor_err; }
+uint32_t cq_read_byte_len(ibv_cq_ex* x) { return to_cq(x)->cur.byte_len; }
+__be32 cq_read_imm_data(ibv_cq_ex* x) {
+  const Wc& w = to_cq(x)->cur;
+  return (w.wc_flags & kWcWithInv) ? w.imm_data : htonl(w.imm_data);  // the invalidated rkey is host order
+}
+uint32_t cq_read_qp_num(ibv_cq_ex* x) { return to_cq(x)->cur.qp_num; }
+uint32_t cq_read_src_qp(ibv_cq_ex* x) { return to_cq(x)->cur.src_qp; }
+unsigned int cq_read_wc_flags(ibv_cq_ex* x) { return to_cq(x)->cur.wc_flags; }
+uint32_t cq_read_slid(ibv_cq_ex* x) { return to_cq(x)->cur.slid; }
+uint8_t cq_read_sl(ibv_cq_ex* x) { return to_cq(x)->cur.sl; }
+uint8_t cq_read_dlid_path_bits(ibv_cq_ex* x) { return to_cq(x)->cur.dlid_path_bits; }
+
+}  // namespace
+
+void init_cq_ex_ops(SrCq* cq) {
+  ibv_cq_ex& x = cq->cqx;
+  x.start_poll = cq_start_poll;
+  x.next_poll = cq_next_poll;
+  x.end_poll = cq_end_poll;
+  x.read_opcode = cq_read_opcode;
+  x.read_vendor_err = cq_read_vendor_err;
+  x.read_wc_flags = cq_read_wc_flags;
+  // IBV_WC_STANDARD_FLAGS, the only ones a CQ is created with.
+  x.read_byte_len = cq_read_byte_len;
+  x.read_imm_data = cq_read_imm_data;
+  x.read_qp_num = cq_read_qp_num;
+  x.read_src_qp = cq_read_src_qp;
+  x.read_slid = cq_read_slid;
+  x.read_sl = cq_read_sl;
+  x.read_dlid_path_bits = cq_read_dlid_path_bits;
+}
+
+// ---- ibv_qp_ex: the ibv_wr_* builder -----------------------------------------------------------
+
+namespace {
+
+inline WrBuilder& wb(ibv_qp_ex* x) { return *to_qp(x)->wb; }
+
+// Starts a work request of this opcode with the caller's wr_id and wr_flags.
+inline WrBuilder::Pending* begin_wr(ibv_qp_ex* x, WrOpcode op) {
+  WrBuilder& b = wb(x);
+  WrBuilder::Pending& p = b.wrs.emplace_back();
+  p.wr.wr_id = x->wr_id;
+  p.wr.opcode = op;
+  p.wr.flags = x->wr_flags & (IBV_SEND_FENCE | IBV_SEND_SIGNALED | IBV_SEND_SOLICITED | IBV_SEND_INLINE);
+  p.sge_begin = static_cast<uint32_t>(b.sges.size());
+  return &p;
+}
+
+inline WrBuilder::Pending* current(ibv_qp_ex* x) {
+  WrBuilder& b = wb(x);
+  if (b.wrs.empty()) {
+    if (b.err == 0) b.err = EINVAL;
+    return nullptr;
+  }
+  return &b.wrs.back();
+}
+
+void wr_start(ibv_qp_ex* x) {
+  WrBuilder& b = wb(x);
+  b.mu.lock();
+  b.wrs.clear();
+  b.sges.clear();
+  b.inline_buf.clear();
+  b.err = 0;
+}
+
+void wr_abort(ibv_qp_ex* x) {
+  WrBuilder& b = wb(x);
+  b.wrs.clear();
+  b.sges.clear();
+  b.inline_buf.clear();
+  b.err = 0;
+  b.mu.unlock();
+}
+
+int wr_complete(ibv_qp_ex* x) {
+  SrQp* qp = to_qp(x);
+  WrBuilder& b = *qp->wb;
+  int rc = b.err;
+  if (rc == 0 && !b.wrs.empty()) {
+    // The vectors no longer move: inline pieces get their addresses in inline_buf, and each
+    // work request its slice of the flat Sge array.
+    const auto base = reinterpret_cast<uintptr_t>(b.inline_buf.data());
+    b.out.clear();
+    for (auto& p : b.wrs) {
+      if (p.staged_inline)
+        for (uint32_t i = 0; i < p.sge_count; ++i) b.sges[p.sge_begin + i].addr += base;
+      SendWr w = p.wr;
+      w.sg_list = p.sge_count != 0 ? &b.sges[p.sge_begin] : nullptr;
+      w.num_sge = p.sge_count;
+      b.out.push_back(w);
+    }
+    size_t bad = 0;
+    rc = qp->dev->post_send(qp->q, b.out.data(), b.out.size(), &bad);
+  } else if (rc == 0) {
+    // Nothing to post: still report a QP that cannot send (IBA: posting in RESET/INIT/RTR).
+    QpState s = qp->q->state();
+    if (s == QpState::kReset || s == QpState::kInit || s == QpState::kRtr) rc = EINVAL;
+  }
+  b.wrs.clear();
+  b.sges.clear();
+  b.inline_buf.clear();
+  b.err = 0;
+  b.mu.unlock();
+  return rc;
+}
+
+void wr_send(ibv_qp_ex* x) { begin_wr(x, WrOpcode::kSend); }
+void wr_send_imm(ibv_qp_ex* x, __be32 imm) { begin_wr(x, WrOpcode::kSendImm)->wr.imm_data = ntohl(imm); }
+void wr_rdma_write(ibv_qp_ex* x, uint32_t rkey, uint64_t addr) {
+  auto* p = begin_wr(x, WrOpcode::kRdmaWrite);
+  p->wr.rdma.rkey = rkey;
+  p->wr.rdma.remote_addr = addr;
+}
+void wr_rdma_write_imm(ibv_qp_ex* x, uint32_t rkey, uint64_t addr, __be32 imm) {
+  auto* p = begin_wr(x, WrOpcode::kRdmaWriteImm);
+  p->wr.rdma.rkey = rkey;
+  p->wr.rdma.remote_addr = addr;
+  p->wr.imm_data = ntohl(imm);
+}
+void wr_rdma_read(ibv_qp_ex* x, uint32_t rkey, uint64_t addr) {
+  auto* p = begin_wr(x, WrOpcode::kRdmaRead);
+  p->wr.rdma.rkey = rkey;
+  p->wr.rdma.remote_addr = addr;
+}
+void wr_atomic_cmp_swp(ibv_qp_ex* x, uint32_t rkey, uint64_t addr, uint64_t compare, uint64_t swap) {
+  auto* p = begin_wr(x, WrOpcode::kCompSwap);
+  p->wr.atomic.rkey = rkey;
+  p->wr.atomic.remote_addr = addr;
+  p->wr.atomic.compare_add = compare;
+  p->wr.atomic.swap = swap;
+}
+void wr_atomic_fetch_add(ibv_qp_ex* x, uint32_t rkey, uint64_t addr, uint64_t add) {
+  auto* p = begin_wr(x, WrOpcode::kFetchAdd);
+  p->wr.atomic.rkey = rkey;
+  p->wr.atomic.remote_addr = addr;
+  p->wr.atomic.compare_add = add;
+}
+
+void wr_set_ud_addr(ibv_qp_ex* x, ibv_ah* ah, uint32_t remote_qpn, uint32_t remote_qkey) {
+  auto* p = current(x);
+  if (p == nullptr) return;
+  if (ah == nullptr) {
+    if (wb(x).err == 0) wb(x).err = EINVAL;
+    return;
+  }
+  p->wr.ud.ah = to_ah(ah)->a;
+  p->wr.ud.remote_qpn = remote_qpn;
+  p->wr.ud.remote_qkey = remote_qkey;
+}
+
+void set_sges(ibv_qp_ex* x, size_t n, const ibv_sge* list) {
+  auto* p = current(x);
+  if (p == nullptr) return;
+  WrBuilder& b = wb(x);
+  p->sge_begin = static_cast<uint32_t>(b.sges.size());
+  p->sge_count = static_cast<uint32_t>(n);
+  p->staged_inline = false;
+  for (size_t i = 0; i < n; ++i) b.sges.push_back(Sge{list[i].addr, list[i].length, list[i].lkey});
+}
+void wr_set_sge(ibv_qp_ex* x, uint32_t lkey, uint64_t addr, uint32_t length) {
+  ibv_sge s{addr, length, lkey};
+  set_sges(x, 1, &s);
+}
+void wr_set_sge_list(ibv_qp_ex* x, size_t n, const ibv_sge* list) { set_sges(x, n, list); }
+
+// Inline data is copied now (the caller may reuse its buffer at once); its Sges hold offsets
+// into inline_buf until wr_complete turns them into addresses.
+void set_inline(ibv_qp_ex* x, size_t n, const ibv_data_buf* bufs) {
+  auto* p = current(x);
+  if (p == nullptr) return;
+  WrBuilder& b = wb(x);
+  p->sge_begin = static_cast<uint32_t>(b.sges.size());
+  p->sge_count = 0;
+  p->staged_inline = true;
+  p->wr.flags |= kInline;
+  for (size_t i = 0; i < n; ++i) {
+    if (bufs[i].length == 0) continue;
+    size_t off = b.inline_buf.size();
+    const auto* src = static_cast<const uint8_t*>(bufs[i].addr);
+    b.inline_buf.insert(b.inline_buf.end(), src, src + bufs[i].length);
+    b.sges.push_back(Sge{off, static_cast<uint32_t>(bufs[i].length), 0});
+    ++p->sge_count;
+  }
+}
+void wr_set_inline_data(ibv_qp_ex* x, void* addr, size_t length) {
+  ibv_data_buf d{addr, length};
+  set_inline(x, 1, &d);
+}
+void wr_set_inline_data_list(ibv_qp_ex* x, size_t n, const ibv_data_buf* bufs) { set_inline(x, n, bufs); }
+
+}  // namespace
+
+void init_qp_ex_ops(SrQp* qp, uint64_t ops) {
+  ibv_qp_ex& x = qp->qpx;
+  x.comp_mask = 0;
+  x.wr_start = wr_start;
+  x.wr_complete = wr_complete;
+  x.wr_abort = wr_abort;
+  x.wr_set_sge = wr_set_sge;
+  x.wr_set_sge_list = wr_set_sge_list;
+  x.wr_set_inline_data = wr_set_inline_data;
+  x.wr_set_inline_data_list = wr_set_inline_data_list;
+  x.wr_set_ud_addr = wr_set_ud_addr;
+  if (ops & IBV_QP_EX_WITH_SEND) x.wr_send = wr_send;
+  if (ops & IBV_QP_EX_WITH_SEND_WITH_IMM) x.wr_send_imm = wr_send_imm;
+  if (ops & IBV_QP_EX_WITH_RDMA_WRITE) x.wr_rdma_write = wr_rdma_write;
+  if (ops & IBV_QP_EX_WITH_RDMA_WRITE_WITH_IMM) x.wr_rdma_write_imm = wr_rdma_write_imm;
+  if (ops & IBV_QP_EX_WITH_RDMA_READ) x.wr_rdma_read = wr_rdma_read;
+  if (ops & IBV_QP_EX_WITH_ATOMIC_CMP_AND_SWP) x.wr_atomic_cmp_swp = wr_atomic_cmp_swp;
+  if (ops & IBV_QP_EX_WITH_ATOMIC_FETCH_AND_ADD) x.wr_atomic_fetch_add = wr_atomic_fetch_add;
+}
+
+}  // namespace softrdma::verbs
