@@ -69,10 +69,12 @@ void print_recovery(Device& a, Device& b, bool faulty) {
     fault_row(fmt::format("qp:{}", n.name).c_str(), qa.values()[i], qb.values()[i],
               std::string(n.description).c_str());
   }
-  if (t.empty()) return;
+  uint64_t resent = qa.retransmits + qb.retransmits;
+  if (t.empty() || (!faulty && resent == 0)) return;
   std::printf(faulty ? "\nFaults injected, and how the transport recovered (both directions, all QPs):\n"
-                     : "\nNo faults were injected, but frames were lost on loopback (usually a full UDP receive "
-                       "buffer: RcvbufErrors in /proc/net/snmp); how RC recovered:\n");
+                     : "\nNo faults were injected, yet RC sent %lu packets again: frames were lost on loopback "
+                       "(usually a full UDP receive buffer, see RcvbufErrors in /proc/net/snmp). Recovery:\n",
+              static_cast<unsigned long>(resent));
   t.print(stdout, "  ");
 }
 
@@ -149,11 +151,16 @@ void run_demo(const DemoOptions& o) {
                fixed(mbps * 8 / 1e3, 3), fixed(double(iters) / secs / 1e6, 3), fixed(lat.median_us, 1),
                fixed(lat.p99_us, 1), is_pingpong(op) ? "half round trip" : "post to completion"});
   };
-  for (Op op : {Op::kSend, Op::kWrite, Op::kWriteImm, Op::kRead})
-    for (uint32_t s : o.sizes) row(rc, op, s);
-  row(rc, Op::kFetchAdd, 8);
-  row(rc, Op::kCompSwap, 8);
-  for (uint32_t s : ud_sizes) row(ud, Op::kUdSend, s);
+  try {
+    for (Op op : {Op::kSend, Op::kWrite, Op::kWriteImm, Op::kRead})
+      for (uint32_t s : o.sizes) row(rc, op, s);
+    row(rc, Op::kFetchAdd, 8);
+    row(rc, Op::kCompSwap, 8);
+    for (uint32_t s : ud_sizes) row(ud, Op::kUdSend, s);
+  } catch (const ToolError&) {
+    if (!t.empty()) std::printf("\nThe rows that passed before the failure:\n%s", t.str().c_str());
+    throw;
+  }
   std::printf("\n");
   t.print();
   std::printf(

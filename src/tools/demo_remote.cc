@@ -243,6 +243,12 @@ void run_client(const RemoteDemoOptions& o, size_t slot) {
   read_all(fd.get(), &seen, sizeof seen);
   if (seen != expected) throw ToolError(fmt::format("the server's counter is {}, expected {}", seen, expected));
   t.print();
+  std::string recovery;
+  for (const auto& q : c.dev->qp_counters())
+    for (size_t i = 4; i < std::size(transport::QpCounters::kNames); ++i)  // past the traffic counters
+      if (uint64_t v = q.counters.values()[i]; v && !transport::QpCounters::kNames[i].name.starts_with("acks"))
+        recovery += fmt::format(" {}={}", transport::QpCounters::kNames[i].name, v);
+  if (!recovery.empty()) std::printf("client QP counters:%s\n", recovery.c_str());
   std::printf("client: OK, %lu operations checked across processes\n", static_cast<unsigned long>(checked));
 }
 

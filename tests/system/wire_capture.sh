@@ -22,6 +22,17 @@ command -v tshark >/dev/null || { echo "FAIL: tshark is not installed (apt-get i
 lua="$shared/tools/roce_icrc.lua"
 [[ -f $lua ]] || { echo "FAIL: no ICRC checker at $lua (set SOFTRDMA_SHARED_DIR)"; exit 1; }
 
+# Two addresses of our own, from the top of 127.0.0.x (adapters that pick their own address
+# start at the bottom), so that the capture holds only the demo's frames even while other
+# programs use port 4791.
+in_use="$(ss -Huan 'sport = :4791' 2>/dev/null || true)"
+addrs=()
+for x in $(seq 254 -1 200); do
+  grep -q "127\.0\.0\.$x:4791 " <<<"$in_use" || addrs+=("127.0.0.$x")
+  (( ${#addrs[@]} == 2 )) && break
+done
+a=${addrs[0]} b=${addrs[1]}
+
 work="$(mktemp -d)"
 tcpdump_pid=""
 cleanup() {
@@ -31,51 +42,44 @@ cleanup() {
 trap cleanup EXIT
 pcap="$work/roce.pcap"
 
-# -U: write each packet as it comes; -B: a large kernel buffer so bursts are not dropped.
-tcpdump -i lo -U -s 0 -B 32768 -w "$pcap" 'udp port 4791' 2>"$work/tcpdump.err" &
+# -U: write each packet as it comes; -B: a large kernel buffer so bursts are not dropped;
+# -c: a bound on the file size, whatever happens.
+tcpdump -i lo -U -s 0 -B 32768 -c 200000 -w "$pcap" "udp port 4791 and host $a and host $b" 2>"$work/tcpdump.err" &
 tcpdump_pid=$!
 for _ in $(seq 100); do grep -q "listening on" "$work/tcpdump.err" && break; sleep 0.05; done
 grep -q "listening on" "$work/tcpdump.err" || { cat "$work/tcpdump.err"; echo "FAIL: tcpdump did not start"; exit 1; }
 
 # Two runs: MTU 1024 with 3000-byte messages (first/middle/last packets) and small ones, then
 # MTU 4096 with 64 KiB messages (full-size frames).
-"$softrdma" demo --mtu 1024 --size 8 --size 3000 --iters 10 | tee "$work/demo1.out"
-"$softrdma" demo --size 65536 --iters 3 | tee "$work/demo2.out"
+"$softrdma" demo --addr-a "$a" --addr-b "$b" --mtu 1024 --size 8 --size 3000 --iters 10
+"$softrdma" demo --addr-a "$a" --addr-b "$b" --size 65536 --iters 3
 sleep 0.5
 kill -INT "$tcpdump_pid"
 wait "$tcpdump_pid" || true
 tcpdump_pid=""
 cat "$work/tcpdump.err"
 
-# Only frames between the demo's own two adapters (other programs may use port 4791 meanwhile).
-filter=""
-for out in "$work/demo1.out" "$work/demo2.out"; do
-  addrs=($(head -1 "$out" | grep -oE '[0-9]+\.[0-9]+\.[0-9]+\.[0-9]+:4791' | cut -d: -f1))
-  a=${addrs[0]:-} b=${addrs[1]:-}
-  [[ -n $a && -n $b ]] || { echo "FAIL: cannot find the demo's addresses in its first line"; exit 1; }
-  filter+="${filter:+ || }(ip.addr==$a && ip.addr==$b)"
-done
-filter="udp.srcport==4791 && udp.dstport==4791 && ($filter)"
-ts() { tshark --disable-heuristic rpcrdma_infiniband -r "$pcap" "$@" 2>/dev/null; }
-count() { ts -Y "$filter && ($1)" "${@:2}" | wc -l; }
-
-fail=0
-total=$(count "frame")
-echo "captured $total RoCEv2 frames between the demo's adapters"
+filter="udp.srcport==4791 && udp.dstport==4791 && ip.addr==$a && ip.addr==$b"
+ts() { tshark --disable-heuristic rpcrdma_infiniband -X "lua_script:$lua" -r "$pcap" "$@" 2>/dev/null; }
+# One pass: per frame, the ICRC verdict, the BTH opcode and any malformation or expert error.
+ts -Y "$filter" -T fields -E separator=';' -e frame.number -e roce_icrc.good -e infiniband.bth.opcode \
+  -e _ws.malformed -e _ws.expert.severity > "$work/frames.txt"
+total=$(wc -l < "$work/frames.txt")
+all=$(ts -T fields -e frame.number | wc -l)
+echo "captured $total RoCEv2 frames between $a and $b ($all frames in the file)"
 (( total > 0 )) || { echo "FAIL: no frames captured"; exit 1; }
 
-not_roce=$(count "!infiniband")
-malformed=$(count "_ws.malformed || _ws.expert.severity == error")
-bad_icrc=$(count "roce_icrc.good == 0" -X "lua_script:$lua")
-good_icrc=$(count "roce_icrc.good == 1" -X "lua_script:$lua")
-echo "not decoded as InfiniBand: $not_roce   malformed or expert errors: $malformed"
-echo "ICRC good: $good_icrc   ICRC bad: $bad_icrc"
+fail=0
+not_roce=$(awk -F';' '$3 == ""' "$work/frames.txt" | wc -l)
+malformed=$(awk -F';' '$4 != "" || $5 != ""' "$work/frames.txt" | wc -l)
+bad_icrc=$(awk -F';' '$2 != "1"' "$work/frames.txt" | wc -l)
+echo "not decoded as InfiniBand: $not_roce   malformed or expert errors: $malformed   bad or unchecked ICRC: $bad_icrc"
 if (( not_roce != 0 )); then echo "FAIL: frames that are not RoCE:"; ts -Y "$filter && !infiniband" | head; fail=1; fi
-if (( malformed != 0 )); then echo "FAIL: malformed frames:"; ts -Y "$filter && _ws.malformed" | head; fail=1; fi
-if (( bad_icrc != 0 )); then
-  echo "FAIL: frames with a bad ICRC:"; ts -X "lua_script:$lua" -Y "$filter && roce_icrc.good == 0" | head; fail=1
+if (( malformed != 0 )); then
+  echo "FAIL: malformed frames:"; ts -Y "$filter && (_ws.malformed || _ws.expert.severity == error)" | head; fail=1
 fi
-if (( good_icrc != total )); then echo "FAIL: the ICRC checker judged $good_icrc of $total frames"; fail=1; fi
+if (( bad_icrc != 0 )); then echo "FAIL: frames with a bad ICRC:"; ts -Y "$filter && !(roce_icrc.good == 1)" | head; fail=1; fi
+if (( all != total )); then echo "FAIL: $((all - total)) captured frames are not between the demo's adapters"; fail=1; fi
 
 # Frames per BTH opcode (IBTA Table 38), each needed at least MIN_FRAMES times.
 declare -A need=(
@@ -87,7 +91,7 @@ declare -A need=(
   [18]="RC ATOMIC Acknowledge" [19]="RC CmpSwap" [20]="RC FetchAdd" [100]="UD SEND Only"
 )
 declare -A seen=()
-while read -r n op; do seen[$op]=$n; done < <(ts -Y "$filter" -T fields -e infiniband.bth.opcode | sort -n | uniq -c)
+while read -r n op; do seen[$op]=$n; done < <(awk -F';' '$3 != "" {print $3}' "$work/frames.txt" | sort -n | uniq -c)
 printf '%-40s %8s\n' "opcode" "frames"
 for op in $(printf '%s\n' "${!need[@]}" | sort -n); do
   n=${seen[$op]:-0}
@@ -100,4 +104,4 @@ for op in "${!seen[@]}"; do
 done
 
 if (( fail )); then echo "wire check FAILED"; exit 1; fi
-echo "wire check passed: $total frames, all RoCEv2, all ICRCs good, all $((${#need[@]})) opcodes present"
+echo "wire check passed: $total frames, all RoCEv2, all ICRCs good, all ${#need[@]} opcodes present"
