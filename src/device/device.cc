@@ -717,11 +717,17 @@ int Device::rereg_mr(Mr* mr, Pd* pd, void* addr, size_t length, uint64_t iova, u
   if (!owns(mrs_, mr)) return EINVAL;
   mem::EntryType type = (access & mem::kZeroBased) ? mem::EntryType::kZeroBasedRegion : mem::EntryType::kRegion;
   {
+    // The entry changes in place and keeps its keys, as HCAs do (a re-registration through a
+    // UMR keeps the mkey): peers holding the rkey keep using it.
     std::lock_guard<std::mutex> eg(engine_->mutex());
-    uint32_t key = engine_->mrs().add(pd->handle, static_cast<uint8_t*>(addr), iova, length, access, type);
-    if (key == 0) return ENOMEM;
-    engine_->mrs().remove(mr->lkey);
-    mr->lkey = mr->rkey = key;
+    auto* e = const_cast<mem::Entry*>(engine_->mrs().find(mr->lkey));
+    if (e == nullptr) return EINVAL;
+    e->iova = iova;
+    e->length = length;
+    e->host = static_cast<uint8_t*>(addr);
+    e->pd = pd->handle;
+    e->access = access;
+    e->type = type;
   }
   if (pd != mr->pd) {
     pd->refs++;

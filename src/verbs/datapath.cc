@@ -275,6 +275,19 @@ int resize_cq_stash(SrCq* cq, int /*cqe*/) {
   return static_cast<int>(cq->st->stash.size());
 }
 
+void purge_cq(SrCq* cq, uint32_t qpn) {
+  std::lock_guard<std::mutex> g(cq->st->mu);
+  Wc buf[kBatch];
+  for (;;) {
+    int got = cq->c->poll(buf, kBatch);
+    for (int i = 0; i < got; ++i) cq->st->stash.push_back(buf[i]);
+    if (got < kBatch) break;
+  }
+  auto& s = cq->st->stash;
+  s.erase(std::remove_if(s.begin(), s.end(), [qpn](const Wc& w) { return w.qp_num == qpn; }), s.end());
+  cq->stash_n.store(static_cast<uint32_t>(s.size()), std::memory_order_relaxed);
+}
+
 // ---- ibv_cq_ex ----------------------------------------------------------------------------------
 
 namespace {

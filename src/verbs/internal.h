@@ -192,6 +192,8 @@ int req_notify_cq(ibv_cq* cq, int solicited_only);
 void init_cq_ex_ops(SrCq* cq);
 void init_qp_ex_ops(SrQp* qp, uint64_t send_ops_flags);
 int resize_cq_stash(SrCq* cq, int cqe);  // takes the ring's completions aside; returns how many are unpolled
+// Drops a QP's completions from a CQ (on reset and destroy, as HCA providers clean their CQs).
+void purge_cq(SrCq* cq, uint32_t qpn);
 
 // objects.cc: used by context close to release what a program left behind.
 void destroy_all_objects(SrContext* ctx);

@@ -292,6 +292,8 @@ int destroy_qp(ibv_qp* ibqp) {
   SrQp* qp = to_qp(ibqp);
   SrContext* ctx = qp->ctx;
   if (int rc = ctx->dev->destroy_qp(qp->q)) return rc;
+  purge_cq(to_cq(ibqp->send_cq), ibqp->qp_num);
+  if (ibqp->recv_cq != ibqp->send_cq) purge_cq(to_cq(ibqp->recv_cq), ibqp->qp_num);
   untrack(ctx, &CtxState::qps, qp);
   purge_async_events(ctx, ibqp);
   pthread_mutex_destroy(&ibqp->mutex);
@@ -668,7 +670,13 @@ SR_EXPORT int sr_modify_qp_1_1(ibv_qp* ibqp, ibv_qp_attr* a, int mask) {
   if (mask & IBV_QP_CAP) return EINVAL;  // no QP resize
   int rc = qp->dev->modify_qp(qp->q, q, static_cast<uint32_t>(mask));
   if (rc != 0) return rc;
-  if (mask & IBV_QP_STATE) ibqp->state = a->qp_state;
+  if (mask & IBV_QP_STATE) {
+    ibqp->state = a->qp_state;
+    if (a->qp_state == IBV_QPS_RESET) {
+      purge_cq(to_cq(ibqp->send_cq), ibqp->qp_num);
+      if (ibqp->recv_cq != ibqp->send_cq) purge_cq(to_cq(ibqp->recv_cq), ibqp->qp_num);
+    }
+  }
   return 0;
 }
 SR_SYMVER(sr_modify_qp_1_1, ibv_modify_qp@@IBVERBS_1.1);
