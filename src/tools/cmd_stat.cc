@@ -111,9 +111,8 @@ void print_device(const StatsSnapshot& s, const StatsSnapshot* prev, double secs
 bool print_all(const std::vector<StatsSnapshot>& now, const std::vector<StatsSnapshot>* prev, double secs,
                const StatOptions& o) {
   if (now.empty()) {
-    std::printf("No softrdma device %s is open (a device publishes its counters in /dev/shm/softrdma-<pid>-<name> "
-                "while it is open).\n",
-                o.name.empty() ? "" : ("named " + o.name).c_str());
+    std::printf("No softrdma device%s is open (an open device publishes its counters in /dev/shm/softrdma-*).\n",
+                o.name.empty() ? "" : (" named " + o.name).c_str());
     return false;
   }
   for (const auto& s : now) {
