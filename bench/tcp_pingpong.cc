@@ -4,7 +4,10 @@
 //
 // One process, two threads (like `softrdma perf --local`): the server thread echoes pings and
 // sinks the stream. Latency is half the round trip (the same definition as the RDMA SEND
-// ping-pong); TCP_NODELAY is set on both ends. Output: one "key value" line per figure.
+// ping-pong); TCP_NODELAY is set on both ends. The ping-pong runs twice: with blocking reads
+// (the usual TCP program: every message wakes a sleeping thread) and busy-polled (non-blocking
+// reads in a loop on both ends, the discipline of softrdma's polling). Output: one "key value"
+// line per figure.
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -12,6 +15,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -35,10 +39,11 @@ bool write_all(int fd, const void* p, size_t n) {
   return true;
 }
 
-bool read_all(int fd, void* p, size_t n) {
+bool read_all(int fd, void* p, size_t n, bool spin = false) {
   char* c = static_cast<char*>(p);
   while (n > 0) {
-    ssize_t r = ::read(fd, c, n);
+    ssize_t r = ::recv(fd, c, n, spin ? MSG_DONTWAIT : 0);
+    if (r < 0 && spin && (errno == EAGAIN || errno == EWOULDBLOCK)) continue;
     if (r <= 0) return false;
     c += r;
     n -= static_cast<size_t>(r);
@@ -52,7 +57,7 @@ void nodelay(int fd) {
 }
 
 struct Job {
-  char kind;  // 'P' ping-pong, 'S' stream
+  char kind;  // 'P' ping-pong (blocking), 'B' ping-pong (busy-polled), 'S' stream
   uint32_t size;
   uint64_t count;  // pings, or stream bytes
 };
@@ -65,9 +70,9 @@ void serve(int lfd) {
   std::vector<char> buf(1 << 20);
   Job j;
   while (read_all(fd, &j, sizeof j)) {
-    if (j.kind == 'P') {
+    if (j.kind == 'P' || j.kind == 'B') {
       for (uint64_t i = 0; i < j.count; ++i)
-        if (!read_all(fd, buf.data(), j.size) || !write_all(fd, buf.data(), j.size)) return;
+        if (!read_all(fd, buf.data(), j.size, j.kind == 'B') || !write_all(fd, buf.data(), j.size)) return;
     } else {
       for (uint64_t left = j.count; left > 0;) {
         size_t n = std::min<uint64_t>(left, buf.size());
@@ -130,23 +135,27 @@ int main(int argc, char** argv) {
   }
   nodelay(fd);
 
-  // Ping-pong.
+  // Ping-pong, blocking then busy-polled.
   const uint64_t warm = std::min<uint64_t>(iters / 10 + 1, 1000);
-  Job j{'P', size, iters + warm};
-  write_all(fd, &j, sizeof j);
   std::vector<char> buf(std::max<size_t>(size, 1 << 20), 0x5a);
-  std::vector<double> s;
-  s.reserve(iters);
-  for (uint64_t i = 0; i < iters + warm; ++i) {
-    auto t0 = Clock::now();
-    if (!write_all(fd, buf.data(), size) || !read_all(fd, buf.data(), size)) return 1;
-    auto t1 = Clock::now();
-    if (i >= warm) s.push_back(std::chrono::duration<double, std::micro>(t1 - t0).count() / 2);
-  }
-  std::sort(s.begin(), s.end());
-  auto q = [&](double f) { return s[std::min(s.size() - 1, static_cast<size_t>(f * static_cast<double>(s.size())))]; };
   std::printf("tcp_lat_size_bytes %u\n", size);
-  std::printf("tcp_lat_min_us %.2f\ntcp_lat_median_us %.2f\ntcp_lat_p99_us %.2f\n", s.front(), q(0.5), q(0.99));
+  for (char kind : {'P', 'B'}) {
+    const bool spin = kind == 'B';
+    Job j{kind, size, iters + warm};
+    write_all(fd, &j, sizeof j);
+    std::vector<double> s;
+    s.reserve(iters);
+    for (uint64_t i = 0; i < iters + warm; ++i) {
+      auto t0 = Clock::now();
+      if (!write_all(fd, buf.data(), size) || !read_all(fd, buf.data(), size, spin)) return 1;
+      auto t1 = Clock::now();
+      if (i >= warm) s.push_back(std::chrono::duration<double, std::micro>(t1 - t0).count() / 2);
+    }
+    std::sort(s.begin(), s.end());
+    auto q = [&](double f) { return s[std::min(s.size() - 1, static_cast<size_t>(f * static_cast<double>(s.size())))]; };
+    const char* tag = spin ? "tcp_lat_spin" : "tcp_lat";
+    std::printf("%s_min_us %.2f\n%s_median_us %.2f\n%s_p99_us %.2f\n", tag, s.front(), tag, q(0.5), tag, q(0.99));
+  }
 
   // Streams.
   for (uint32_t w : stream) {

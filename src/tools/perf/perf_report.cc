@@ -140,7 +140,8 @@ void print_header(const Options& o, Op op, Mode mode, const std::string& local, 
       std::printf(" latency = one full round trip, one operation outstanding (like ib_read_lat / ib_atomic_lat)\n");
   }
   if (o.tcp_baseline && op != Op::kTcp)
-    std::printf(" TCP = the same size over the session's TCP connection (loopback: kernel TCP); ratio = RDMA / TCP\n");
+    std::printf(" TCP = the same size over the session's TCP connection (%s); ratio = RDMA / TCP\n",
+                mode == Mode::kLat ? "ping-pong, both ends busy-poll" : "a stream of writes of that size");
   std::printf("%s\n", kRule);
   std::fflush(stdout);
 }

@@ -1,5 +1,6 @@
 // Sessions: the out-of-band conversation between a perf client and server.
 //
+//   server -> SOFTRDMA_PERF version (a banner, as soon as the connection is accepted)
 //   client -> HELLO  version qps window rx half inline + its PeerInfo (gid addr rkey mtu qpn psn)
 //   server -> PARAMS its PeerInfo (its QPs are already in RTS with receives posted)
 //   then, per table row:
@@ -32,6 +33,7 @@ using std::chrono::milliseconds;
 using std::chrono::seconds;
 constexpr int kVersion = 1;
 constexpr seconds kReplyTimeout{15};
+constexpr milliseconds kBannerTimeout{3000};
 constexpr uint32_t kMaxQps = 256;
 
 std::string join(const std::vector<uint32_t>& v) {
@@ -119,6 +121,8 @@ int serve_session(const Options& o, Rdma& rdma, Channel& ch, bool quiet) {
     if (!quiet) std::fprintf(stderr, "softrdma perf server: %s\n", why.c_str());
     return 1;
   };
+  // A banner first, so a client that reached some other service on this port finds out at once.
+  if (!ch.send(Msg{"SOFTRDMA_PERF", {{"version", std::to_string(kVersion)}}}, &err)) return fail(err);
   if (!ch.expect("HELLO", &m, kReplyTimeout, &err)) return fail(err);
   if (m.u64("version") != kVersion)
     return fail("client speaks protocol version " + m.get("version") + ", this server " + std::to_string(kVersion));
@@ -275,6 +279,14 @@ int client_session(const Options& o, const std::string& host, uint16_t port) {
   auto ch = Channel::connect(host, port, std::chrono::seconds(3), &err);
   if (!ch) {
     std::fprintf(stderr, "softrdma perf: %s\n", err.c_str());
+    return 1;
+  }
+  Msg banner;
+  if (!ch->recv(&banner, kBannerTimeout, &err) || banner.verb != "SOFTRDMA_PERF") {
+    std::fprintf(stderr,
+                 "softrdma perf: connected to %s:%u, but no softrdma perf server answered within %lld s "
+                 "(is another service listening on that port?)\n",
+                 host.c_str(), port, static_cast<long long>(kBannerTimeout.count() / 1000));
     return 1;
   }
   auto rdma = Rdma::open(o, "perf-client", o.addr, &err);
