@@ -303,6 +303,9 @@ SR_EXPORT ibv_context* sr_open_device_1_1(ibv_device* d) {
   v.create_cq_ex = create_cq_ex;
   v.create_qp_ex = create_qp_ex;
   v.create_srq_ex = create_srq_ex;
+  v.alloc_parent_domain = alloc_parent_domain;
+  v.alloc_td = alloc_td;
+  v.dealloc_td = dealloc_td;
   ibv_context& c = v.context;
   c.device = d;
   c.abi_compat = __VERBS_ABI_IS_EXTENDED;

@@ -67,7 +67,7 @@ static_assert(offsetof(SrDevice, ops) == 664);
 
 struct CtxState {
   std::mutex mu;  // guards everything below
-  std::set<void*> pds, mrs, cqs, srqs, qps, ahs, channels;
+  std::set<void*> pds, mrs, cqs, srqs, qps, ahs, channels, tds;
   std::deque<ibv_async_event> events;  // async events not yet read
 };
 
@@ -85,9 +85,20 @@ inline SrContext* to_ctx(ibv_context* c) {
 
 // ---- objects --------------------------------------------------------------------------------
 
+struct SrTd {
+  ibv_td td;
+  std::atomic<uint32_t> users;  // parent domains using it
+};
+static_assert(std::is_standard_layout_v<SrTd>);
+
+// A protection domain, or a parent domain (ibv_alloc_parent_domain): a PD of its own kind that
+// stands for the PD it was made from (inner) in every verb; p is then inner's adapter PD.
 struct SrPd {
   ibv_pd pd;
   Pd* p;
+  SrPd* inner;                   // parent domain: the PD it wraps; nullptr for a plain PD
+  SrTd* td;                      // parent domain: its thread domain, if any
+  std::atomic<uint32_t> users;   // parent domain: objects created on it
 };
 static_assert(std::is_standard_layout_v<SrPd>);
 
@@ -119,7 +130,7 @@ struct SrCq {
   CqState* st;
   uint64_t wc_flags;  // for ibv_create_cq_ex: what the caller may read
   Wc cur;             // extended polling: the current completion
-  uint32_t reported_events;
+  ibv_pd* parent_domain;  // ibv_create_cq_ex with IBV_CQ_INIT_ATTR_MASK_PD
   bool overrun_reported;
 };
 static_assert(std::is_standard_layout_v<SrCq>);
@@ -201,6 +212,9 @@ void destroy_all_objects(SrContext* ctx);
 ibv_cq_ex* create_cq_ex(ibv_context* ctx, ibv_cq_init_attr_ex* attr);
 ibv_qp* create_qp_ex(ibv_context* ctx, ibv_qp_init_attr_ex* attr);
 ibv_srq* create_srq_ex(ibv_context* ctx, ibv_srq_init_attr_ex* attr);
+ibv_pd* alloc_parent_domain(ibv_context* ctx, ibv_parent_domain_init_attr* attr);
+ibv_td* alloc_td(ibv_context* ctx, ibv_td_init_attr* attr);
+int dealloc_td(ibv_td* td);
 
 // Limits the verbs layer reports (and enforces) on top of the Device's.
 inline constexpr uint32_t kMaxCqe = 65535;

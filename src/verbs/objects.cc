@@ -33,6 +33,14 @@ void untrack(SrContext* ctx, std::set<void*> CtxState::*set, void* obj) {
   (ctx->st->*set).erase(obj);
 }
 
+// Objects made on a parent domain keep it alive (ibv_dealloc_pd of it is EBUSY meanwhile).
+void pd_use(ibv_pd* pd) {
+  if (pd != nullptr && to_pd(pd)->inner != nullptr) to_pd(pd)->users++;
+}
+void pd_unuse(ibv_pd* pd) {
+  if (pd != nullptr && to_pd(pd)->inner != nullptr) to_pd(pd)->users--;
+}
+
 // ibv_access_flags the adapter implements. IBV_ACCESS_OPTIONAL_RANGE bits are hints that may
 // be ignored (perftest passes RELAXED_ORDERING); anything else unknown is refused.
 constexpr unsigned kSupportedAccess = IBV_ACCESS_LOCAL_WRITE | IBV_ACCESS_REMOTE_WRITE | IBV_ACCESS_REMOTE_READ |
@@ -68,6 +76,7 @@ ibv_mr* reg_mr_common(ibv_pd* pd, void* addr, size_t length, uint64_t iova, unsi
   mr->mr.handle = next_handle++;
   mr->mr.lkey = m->lkey;
   mr->mr.rkey = m->rkey;
+  pd_use(pd);
   track(ctx, &CtxState::mrs, mr);
   return &mr->mr;
 }
@@ -106,7 +115,7 @@ void from_av(const AddressVector& av, ibv_ah_attr* a) {
 // ---- CQ -----------------------------------------------------------------------------------------
 
 ibv_cq_ex* create_cq_common(ibv_context* c, int cqe, void* cq_context, ibv_comp_channel* channel, int comp_vector,
-                            uint64_t wc_flags) {
+                            uint64_t wc_flags, ibv_pd* parent_domain = nullptr) {
   if (c == nullptr) return fail<ibv_cq_ex>(EINVAL);
   SrContext* ctx = to_ctx(c);
   if (cqe < 1 || static_cast<uint32_t>(cqe) > kMaxCqe) return fail<ibv_cq_ex>(EINVAL);
@@ -116,6 +125,7 @@ ibv_cq_ex* create_cq_common(ibv_context* c, int cqe, void* cq_context, ibv_comp_
   cq->ctx = ctx;
   cq->dev = ctx->dev;
   cq->wc_flags = wc_flags;
+  cq->parent_domain = parent_domain;
   int err = 0;
   queue::CompletionChannel* ch = channel != nullptr ? to_channel(channel)->c : nullptr;
   cq->c = ctx->dev->create_cq(std::max(static_cast<uint32_t>(cqe), kMinCqRing), ch, cq, &err);
@@ -135,6 +145,7 @@ ibv_cq_ex* create_cq_common(ibv_context* c, int cqe, void* cq_context, ibv_comp_
   x.comp_events_completed = 0;
   x.async_events_completed = 0;
   init_cq_ex_ops(cq);
+  pd_use(parent_domain);
   if (channel != nullptr) {
     pthread_mutex_lock(&c->mutex);
     ++channel->refcnt;
@@ -155,6 +166,7 @@ int destroy_cq(ibv_cq* ibcq) {
     --ch->refcnt;
     pthread_mutex_unlock(&ibcq->context->mutex);
   }
+  pd_unuse(cq->parent_domain);
   untrack(ctx, &CtxState::cqs, cq);
   purge_async_events(ctx, ibcq);
   pthread_mutex_destroy(&ibcq->mutex);
@@ -191,6 +203,7 @@ ibv_srq* create_srq_common(ibv_pd* pd, void* srq_context, ibv_srq_attr* attr, Sr
   attr->max_wr = s->max_wr();
   attr->max_sge = s->max_sge();
   if (attr->srq_limit != 0) ctx->dev->modify_srq_limit(s, std::min(attr->srq_limit, s->max_wr()));
+  pd_use(pd);
   track(ctx, &CtxState::srqs, srq);
   return &srq->srq;
 }
@@ -200,6 +213,7 @@ int destroy_srq(ibv_srq* ibsrq) {
   SrSrq* srq = to_srq(ibsrq);
   SrContext* ctx = srq->ctx;
   if (int rc = ctx->dev->destroy_srq(srq->s)) return rc;
+  pd_unuse(ibsrq->pd);
   untrack(ctx, &CtxState::srqs, srq);
   purge_async_events(ctx, ibsrq);
   pthread_mutex_destroy(&ibsrq->mutex);
@@ -283,6 +297,7 @@ ibv_qp* create_qp_common(ibv_context* c, ibv_pd* pd, const ibv_qp_init_attr& ia,
     qp->wb->wrs.reserve(std::min<uint32_t>(got.max_send_wr, 1024));
     init_qp_ex_ops(qp, send_ops);
   }
+  pd_use(pd);
   track(ctx, &CtxState::qps, qp);
   return &q;
 }
@@ -294,6 +309,7 @@ int destroy_qp(ibv_qp* ibqp) {
   if (int rc = ctx->dev->destroy_qp(qp->q)) return rc;
   purge_cq(to_cq(ibqp->send_cq), ibqp->qp_num);
   if (ibqp->recv_cq != ibqp->send_cq) purge_cq(to_cq(ibqp->recv_cq), ibqp->qp_num);
+  pd_unuse(ibqp->pd);
   untrack(ctx, &CtxState::qps, qp);
   purge_async_events(ctx, ibqp);
   pthread_mutex_destroy(&ibqp->mutex);
@@ -319,10 +335,15 @@ ibv_cq_ex* create_cq_ex(ibv_context* c, ibv_cq_init_attr_ex* a) {
     if (a->flags & ~static_cast<uint32_t>(IBV_CREATE_CQ_ATTR_SINGLE_THREADED | IBV_CREATE_CQ_ATTR_IGNORE_OVERRUN))
       return fail<ibv_cq_ex>(EOPNOTSUPP);
   }
-  if ((a->comp_mask & IBV_CQ_INIT_ATTR_MASK_PD) && a->parent_domain != nullptr) return fail<ibv_cq_ex>(EOPNOTSUPP);
+  ibv_pd* parent = nullptr;
+  if (a->comp_mask & IBV_CQ_INIT_ATTR_MASK_PD) {
+    // Only a parent domain of this context may be named here.
+    parent = a->parent_domain;
+    if (parent == nullptr || parent->context != c || to_pd(parent)->inner == nullptr) return fail<ibv_cq_ex>(EINVAL);
+  }
   if (a->cqe == 0 || a->cqe > kMaxCqe) return fail<ibv_cq_ex>(EINVAL);
   return create_cq_common(c, static_cast<int>(a->cqe), a->cq_context, a->channel, static_cast<int>(a->comp_vector),
-                          a->wc_flags);
+                          a->wc_flags, parent);
 }
 
 ibv_qp* create_qp_ex(ibv_context* c, ibv_qp_init_attr_ex* a) {
@@ -360,6 +381,49 @@ ibv_srq* create_srq_ex(ibv_context* /*c*/, ibv_srq_init_attr_ex* a) {
   return create_srq_common(a->pd, a->srq_context, &a->attr, cq);
 }
 
+// Parent domains: a PD that stands for another one (and may carry a thread domain and buffer
+// allocators). The adapter allocates no buffers in the application's memory, so the allocators
+// are accepted and never called, which their contract allows (a provider may always use its
+// own allocation).
+ibv_pd* alloc_parent_domain(ibv_context* c, ibv_parent_domain_init_attr* a) {
+  if (c == nullptr || a == nullptr || a->pd == nullptr || a->pd->context != c) return fail<ibv_pd>(EINVAL);
+  constexpr uint32_t kKnown = IBV_PARENT_DOMAIN_INIT_ATTR_ALLOCATORS | IBV_PARENT_DOMAIN_INIT_ATTR_PD_CONTEXT;
+  if (a->comp_mask & ~kKnown) return fail<ibv_pd>(EOPNOTSUPP);
+  if ((a->comp_mask & IBV_PARENT_DOMAIN_INIT_ATTR_ALLOCATORS) && (a->alloc == nullptr || a->free == nullptr))
+    return fail<ibv_pd>(EINVAL);
+  SrPd* inner = to_pd(a->pd);
+  if (inner->inner != nullptr) return fail<ibv_pd>(EINVAL);  // a parent domain of a parent domain
+  if (a->td != nullptr && a->td->context != c) return fail<ibv_pd>(EINVAL);
+  auto* pd = new SrPd{};
+  pd->p = inner->p;
+  pd->inner = inner;
+  pd->td = a->td != nullptr ? reinterpret_cast<SrTd*>(a->td) : nullptr;
+  pd->pd.context = c;
+  pd->pd.handle = next_handle++;
+  inner->p->refs++;  // the PD cannot go while a parent domain wraps it
+  if (pd->td != nullptr) pd->td->users++;
+  track(to_ctx(c), &CtxState::pds, pd);
+  return &pd->pd;
+}
+
+ibv_td* alloc_td(ibv_context* c, ibv_td_init_attr* a) {
+  if (c == nullptr || a == nullptr) return fail<ibv_td>(EINVAL);
+  if (a->comp_mask != 0) return fail<ibv_td>(EOPNOTSUPP);
+  auto* td = new SrTd{};
+  td->td.context = c;
+  track(to_ctx(c), &CtxState::tds, td);
+  return &td->td;
+}
+
+int dealloc_td(ibv_td* ibtd) {
+  if (ibtd == nullptr) return EINVAL;
+  auto* td = reinterpret_cast<SrTd*>(ibtd);
+  if (td->users.load() != 0) return EBUSY;
+  untrack(to_ctx(ibtd->context), &CtxState::tds, td);
+  delete td;
+  return 0;
+}
+
 // Context close: what the program left behind goes, dependants first.
 void destroy_all_objects(SrContext* ctx) {
   auto take = [ctx](std::set<void*> CtxState::*set) {
@@ -371,20 +435,32 @@ void destroy_all_objects(SrContext* ctx) {
   for (void* p : take(&CtxState::ahs)) {
     auto* ah = static_cast<SrAh*>(p);
     ctx->dev->destroy_ah(ah->a);
+    pd_unuse(ah->ah.pd);
     delete ah;
   }
   for (void* p : take(&CtxState::mrs)) {
     auto* mr = static_cast<SrMr*>(p);
     ctx->dev->dereg_mr(mr->m);
+    pd_unuse(mr->mr.pd);
     delete mr;
   }
   for (void* p : take(&CtxState::srqs)) destroy_srq(&static_cast<SrSrq*>(p)->srq);
   for (void* p : take(&CtxState::cqs)) destroy_cq(reinterpret_cast<ibv_cq*>(&static_cast<SrCq*>(p)->cqx));
-  for (void* p : take(&CtxState::pds)) {
+  auto pds = take(&CtxState::pds);
+  for (void* p : pds) {  // parent domains before the PDs they wrap
     auto* pd = static_cast<SrPd*>(p);
+    if (pd->inner == nullptr) continue;
+    pd->inner->p->refs--;
+    if (pd->td != nullptr) pd->td->users--;
+    delete pd;
+  }
+  for (void* p : pds) {
+    auto* pd = static_cast<SrPd*>(p);
+    if (pd->inner != nullptr) continue;
     ctx->dev->dealloc_pd(pd->p);
     delete pd;
   }
+  for (void* p : take(&CtxState::tds)) delete static_cast<SrTd*>(p);
   for (void* p : take(&CtxState::channels)) {
     auto* ch = static_cast<SrChannel*>(p);
     delete ch->c;
@@ -417,7 +493,13 @@ SR_EXPORT int sr_dealloc_pd_1_1(ibv_pd* ibpd) {
   if (ibpd == nullptr) return EINVAL;
   SrPd* pd = to_pd(ibpd);
   SrContext* ctx = to_ctx(ibpd->context);
-  if (int rc = ctx->dev->dealloc_pd(pd->p)) return rc;  // EBUSY while MRs, QPs, SRQs or AHs use it
+  if (pd->inner != nullptr) {  // a parent domain
+    if (pd->users.load() != 0) return EBUSY;
+    pd->inner->p->refs--;
+    if (pd->td != nullptr) pd->td->users--;
+  } else if (int rc = ctx->dev->dealloc_pd(pd->p)) {
+    return rc;  // EBUSY while MRs, QPs, SRQs, AHs or parent domains use it
+  }
   untrack(ctx, &CtxState::pds, pd);
   delete pd;
   return 0;
@@ -483,6 +565,10 @@ SR_EXPORT int sr_rereg_mr_1_1(ibv_mr* ibmr, int flags, ibv_pd* pd, void* addr, s
     errno = rc;
     return IBV_REREG_MR_ERR_CMD;
   }
+  if (new_pd != ibmr->pd) {
+    pd_unuse(ibmr->pd);
+    pd_use(new_pd);
+  }
   ibmr->pd = new_pd;
   ibmr->addr = new_addr;
   ibmr->length = new_len;
@@ -497,6 +583,7 @@ SR_EXPORT int sr_dereg_mr_1_1(ibv_mr* ibmr) {
   SrMr* mr = to_mr(ibmr);
   SrContext* ctx = to_ctx(ibmr->context);
   if (int rc = ctx->dev->dereg_mr(mr->m)) return rc;
+  pd_unuse(ibmr->pd);
   untrack(ctx, &CtxState::mrs, mr);
   delete mr;
   return 0;
@@ -754,6 +841,7 @@ SR_EXPORT ibv_ah* sr_create_ah_1_1(ibv_pd* pd, ibv_ah_attr* attr) {
   ah->ah.context = pd->context;
   ah->ah.pd = pd;
   ah->ah.handle = next_handle++;
+  pd_use(pd);
   track(ctx, &CtxState::ahs, ah);
   return &ah->ah;
 }
@@ -764,6 +852,7 @@ SR_EXPORT int sr_destroy_ah_1_1(ibv_ah* ibah) {
   SrAh* ah = to_ah(ibah);
   SrContext* ctx = to_ctx(ibah->context);
   if (int rc = ctx->dev->destroy_ah(ah->a)) return rc;
+  pd_unuse(ibah->pd);
   untrack(ctx, &CtxState::ahs, ah);
   delete ah;
   return 0;
