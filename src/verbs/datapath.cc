@@ -137,6 +137,17 @@ inline int poll_wc(SrCq* cq, Wc* out, int n) {
   return got + cq->dev->poll_cq(cq->c, out + got, n - got);
 }
 
+// A completion was lost because the CQ was full: IBV_EVENT_CQ_ERR, once per CQ (unless it was
+// created with IBV_CREATE_CQ_ATTR_IGNORE_OVERRUN).
+[[gnu::noinline]] void report_overrun(SrCq* cq) {
+  cq->overrun_reported = true;
+  if (cq->ignore_overrun) return;
+  ibv_async_event ev{};
+  ev.element.cq = reinterpret_cast<ibv_cq*>(&cq->cqx);
+  ev.event_type = IBV_EVENT_CQ_ERR;
+  push_async_event(cq->ctx, ev);
+}
+
 }  // namespace
 
 // ---- ctx->ops ------------------------------------------------------------------------------------
@@ -250,7 +261,11 @@ int poll_cq(ibv_cq* ibcq, int n, ibv_wc* wc) {
     int got = poll_wc(cq, buf, k);
     for (int i = 0; i < got; ++i) to_ibv_wc(buf[i], &wc[total + i]);
     total += got;
-    if (got < k) break;
+    if (got < k) {
+      if (cq->c->overrun() && !cq->overrun_reported) [[unlikely]]
+        report_overrun(cq);
+      break;
+    }
   }
   return total;
 }

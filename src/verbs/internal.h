@@ -132,6 +132,7 @@ struct SrCq {
   Wc cur;             // extended polling: the current completion
   ibv_pd* parent_domain;  // ibv_create_cq_ex with IBV_CQ_INIT_ATTR_MASK_PD
   bool overrun_reported;
+  bool ignore_overrun;  // IBV_CREATE_CQ_ATTR_IGNORE_OVERRUN
 };
 static_assert(std::is_standard_layout_v<SrCq>);
 

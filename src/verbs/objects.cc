@@ -342,8 +342,11 @@ ibv_cq_ex* create_cq_ex(ibv_context* c, ibv_cq_init_attr_ex* a) {
     if (parent == nullptr || parent->context != c || to_pd(parent)->inner == nullptr) return fail<ibv_cq_ex>(EINVAL);
   }
   if (a->cqe == 0 || a->cqe > kMaxCqe) return fail<ibv_cq_ex>(EINVAL);
-  return create_cq_common(c, static_cast<int>(a->cqe), a->cq_context, a->channel, static_cast<int>(a->comp_vector),
-                          a->wc_flags, parent);
+  ibv_cq_ex* cq = create_cq_common(c, static_cast<int>(a->cqe), a->cq_context, a->channel,
+                                   static_cast<int>(a->comp_vector), a->wc_flags, parent);
+  if (cq != nullptr && (a->comp_mask & IBV_CQ_INIT_ATTR_MASK_FLAGS) && (a->flags & IBV_CREATE_CQ_ATTR_IGNORE_OVERRUN))
+    to_cq(cq)->ignore_overrun = true;
+  return cq;
 }
 
 ibv_qp* create_qp_ex(ibv_context* c, ibv_qp_init_attr_ex* a) {
