@@ -141,7 +141,7 @@ void add_perf_command(CLI::App& app) {
   size->excludes(sweep)->excludes(sizes);
   sweep->excludes(sizes);
   sub->add_option("-n,--iters", o.iters, "operations (bw/rate) or samples (lat) per size (default: by size)");
-  sub->add_option("-D,--duration", o.duration, "seconds per size instead of --iters");
+  sub->add_option("-D,--duration", o.duration, "seconds per size instead of --iters (RDMA tests)");
   sub->add_option("-t,--window", o.window, "outstanding operations per QP (bw/rate)")->check(CLI::Range(1, 16384))
       ->capture_default_str();
   sub->add_option("-Q,--cq-mod", o.cq_mod, "signal one operation in this many (default: window/4, at most 64)")

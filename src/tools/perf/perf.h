@@ -211,10 +211,10 @@ class Rdma {
   bool post_recvs(uint32_t qp_index, uint32_t n, std::string* err);
   bool repost_from(const Wc* wc, int n, std::string* err);
   bool check_wc(const Wc& wc, std::string* err);
-  bool ping_pong_send(const Options& o, uint32_t size, uint64_t total, uint64_t warmup, double duration,
-                      std::vector<double>* samples, std::string* err);
-  bool ping_pong_write(const Options& o, uint32_t size, uint64_t total, uint64_t warmup, double duration,
-                       std::vector<double>* samples, std::string* err);
+  bool ping_pong_send(uint32_t size, uint64_t total, uint64_t warmup, double duration, std::vector<double>* samples,
+                      std::string* err);
+  bool ping_pong_write(uint32_t size, uint64_t total, uint64_t warmup, double duration, std::vector<double>* samples,
+                       std::string* err);
   bool round_trips(const Options& o, Op op, uint32_t size, uint64_t total, uint64_t warmup, double duration,
                    std::vector<double>* samples, std::string* err);
   bool reap_sends(std::string* err);
@@ -258,7 +258,7 @@ int run_local(const Options& o);
 
 void print_header(const Options& o, Op op, Mode mode, const std::string& local, const std::string& remote,
                   Rdma* rdma);
-void print_row_header(Op op, Mode mode, bool tcp_baseline);
+void print_row_header(Mode mode, bool tcp_baseline);
 void print_row(const Result& r, bool tcp_baseline);
 void print_footer();
 bool write_csv(const std::string& path, const std::vector<Result>& rows, std::string* err);

@@ -467,9 +467,8 @@ bool Rdma::run_bw(const Options& o, Op op, uint32_t size, uint64_t iters, double
 
 // ---- latency --------------------------------------------------------------------------------
 
-bool Rdma::ping_pong_send(const Options& o, uint32_t size, uint64_t total, uint64_t warmup, double duration,
+bool Rdma::ping_pong_send(uint32_t size, uint64_t total, uint64_t warmup, double duration,
                           std::vector<double>* samples, std::string* err) {
-  (void)o;
   Sge sg{addr(half_), size, mr_->lkey};
   SendWr wr;
   wr.opcode = WrOpcode::kSend;
@@ -509,7 +508,7 @@ bool Rdma::ping_pong_send(const Options& o, uint32_t size, uint64_t total, uint6
   return true;
 }
 
-bool Rdma::ping_pong_write(const Options& o, uint32_t size, uint64_t total, uint64_t warmup, double duration,
+bool Rdma::ping_pong_write(uint32_t size, uint64_t total, uint64_t warmup, double duration,
                            std::vector<double>* samples, std::string* err) {
   Sge sg{addr(half_), size, mr_->lkey};
   SendWr wr;
@@ -519,7 +518,6 @@ bool Rdma::ping_pong_write(const Options& o, uint32_t size, uint64_t total, uint
   wr.rdma.remote_addr = peer_.addr;
   wr.rdma.rkey = peer_.rkey;
   const uint32_t inl = size <= inline_max_ ? kInlineFlag : 0u;
-  (void)o;
   uint8_t* mine = ptr(size - 1);         // where the peer's answer lands
   uint8_t* out = ptr(half_ + size - 1);  // the last byte we send
   Wc wc[16];
@@ -616,10 +614,10 @@ bool Rdma::run_lat(const Options& o, Op op, uint32_t size, uint64_t iters, doubl
   bool ok;
   const auto t0 = Clock::now();
   switch (op) {
-    case Op::kSend: ok = ping_pong_send(o, size, total, warm, duration, &samples, err); break;
+    case Op::kSend: ok = ping_pong_send(size, total, warm, duration, &samples, err); break;
     case Op::kWrite:
       std::memset(ptr(0), 0, size);
-      ok = ping_pong_write(o, size, total, warm, duration, &samples, err);
+      ok = ping_pong_write(size, total, warm, duration, &samples, err);
       break;
     default: ok = round_trips(o, op, size, total, warm, duration, &samples, err); break;
   }

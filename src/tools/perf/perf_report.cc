@@ -146,8 +146,7 @@ void print_header(const Options& o, Op op, Mode mode, const std::string& local, 
   std::fflush(stdout);
 }
 
-void print_row_header(Op op, Mode mode, bool tcp) {
-  (void)op;
+void print_row_header(Mode mode, bool tcp) {
   switch (mode) {
     case Mode::kBw:
       std::printf(" %-10s %-13s %-19s %-12s %-14s", "#bytes", "#iterations", "BW average[MB/sec]", "BW[Gb/sec]",

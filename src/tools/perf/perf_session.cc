@@ -112,8 +112,7 @@ void send_error(Channel& ch, const std::string& why) {
 
 // ---- server ---------------------------------------------------------------------------------
 
-int serve_session(const Options& o, Rdma& rdma, Channel& ch, bool quiet) {
-  (void)o;
+int serve_session(Rdma& rdma, Channel& ch, bool quiet) {
   std::string err;
   Msg m;
   auto fail = [&](const std::string& why) {
@@ -321,7 +320,7 @@ int client_session(const Options& o, const std::string& host, uint16_t port) {
 
   const PeerInfo me = rdma->local_info();
   print_header(o, o.op, o.mode, info_line(me, 0), info_line(peer, 0), uses_rdma ? rdma.get() : nullptr);
-  print_row_header(o.op, o.mode, o.tcp_baseline && uses_rdma);
+  print_row_header(o.mode, o.tcp_baseline && uses_rdma);
 
   Client c{o, *ch, *rdma};
   std::vector<Result> rows;
@@ -396,7 +395,7 @@ int run_server(const Options& o) {
       std::fprintf(stderr, "softrdma perf: %s\n", err.c_str());
       return 1;
     }
-    rc = serve_session(o, *rdma, *ch, false);
+    rc = serve_session(*rdma, *ch, false);
     std::fflush(stdout);
   } while (o.persist);
   return rc;
@@ -427,7 +426,7 @@ int run_local(const Options& o) {
       server_rc = 1;
       return;
     }
-    server_rc = serve_session(o, *rdma, *ch, true);
+    server_rc = serve_session(*rdma, *ch, true);
   });
   int rc = client_session(o, "127.0.0.1", lst->port());
   server.join();
