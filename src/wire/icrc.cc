@@ -110,8 +110,13 @@ static_assert(mulmod(kInv.lo[5], mul_pow(kOne, kBitsAfterId + 40)) == kOne);
 
 }  // namespace
 
-uint32_t crc32_update(uint32_t crc, const void* data, size_t len) {
-  const auto* p = static_cast<const uint8_t*>(data);
+// crc32_clmul.cc
+bool crc32_clmul_available();
+size_t crc32_clmul_fold(uint32_t crc, const uint8_t* p, size_t len, uint8_t out[16]);
+
+namespace {
+
+uint32_t crc32_table(uint32_t crc, const uint8_t* p, size_t len) {
   const auto& t = kSlice.t;
   for (; len >= 8; p += 8, len -= 8) {
     const uint32_t lo = crc ^ load_le32(p);
@@ -120,6 +125,27 @@ uint32_t crc32_update(uint32_t crc, const void* data, size_t len) {
           t[3][hi & 0xff] ^ t[2][(hi >> 8) & 0xff] ^ t[1][(hi >> 16) & 0xff] ^ t[0][hi >> 24];
   }
   return crc_bytewise(crc, p, len);
+}
+
+// Below this the table is as fast as folding plus its 16-byte finish.
+constexpr size_t kClmulMin = 128;
+
+}  // namespace
+
+uint32_t crc32_update(uint32_t crc, const void* data, size_t len) {
+  const auto* p = static_cast<const uint8_t*>(data);
+  if (len >= kClmulMin && crc32_clmul_available()) {
+    uint8_t block[16];
+    size_t used = crc32_clmul_fold(crc, p, len, block);
+    crc = crc32_table(0, block, sizeof block);
+    p += used;
+    len -= used;
+  }
+  return crc32_table(crc, p, len);
+}
+
+uint32_t crc32_update_table(uint32_t crc, const void* data, size_t len) {
+  return crc32_table(crc, static_cast<const uint8_t*>(data), len);
 }
 
 uint32_t icrc_compute(const IcrcContext& ctx, const iovec* parts, size_t nparts, uint16_t ipv4_id) {

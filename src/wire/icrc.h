@@ -20,7 +20,10 @@ namespace softrdma::wire {
 
 // CRC-32 (IEEE 802.3, reflected polynomial 0xEDB88320) update without pre/post inversion:
 // crc32_update(0xffffffff, ...) then ~ gives the usual CRC-32.
+// Uses carry-less multiplication (crc32_clmul.cc) for long runs when the CPU has it.
 uint32_t crc32_update(uint32_t crc, const void* data, size_t len);
+// The portable slice-by-8 table path alone (for tests and benchmarks).
+uint32_t crc32_update_table(uint32_t crc, const void* data, size_t len);
 
 // The addressing a packet travelled with; addresses are IPv4-mapped for IPv4.
 struct IcrcContext {
