@@ -175,7 +175,35 @@ std::string Device::describe_link() const { return engine_->link().describe(); }
 void Device::thread_main() {
   auto& mu = engine_->mutex();
   uint64_t linger_until = 0;
+  auto sleep_until = [&](uint64_t until, bool on_link) {
+    pollfd fds[2] = {{wake_fd_, POLLIN, 0}, {engine_->link().fd(), POLLIN, 0}};
+    uint64_t now = transport::now_ns();
+    timespec ts{}, *tsp = nullptr;
+    if (until != 0) {
+      uint64_t d = until > now ? until - now : 0;
+      ts.tv_sec = static_cast<time_t>(d / 1000000000ull);
+      ts.tv_nsec = static_cast<long>(d % 1000000000ull);
+      tsp = &ts;
+    }
+    if (!pending_.load()) ppoll(fds, on_link ? 2 : 1, tsp, nullptr);
+    thread_wakes_at_.store(transport::now_ns(), std::memory_order_relaxed);
+    if (fds[0].revents & POLLIN) {
+      uint64_t v;
+      ssize_t r = read(wake_fd_, &v, sizeof v);
+      (void)r;
+    }
+  };
   while (!stop_.load(std::memory_order_acquire)) {
+    uint64_t now = transport::now_ns();
+    uint64_t last_poll = last_app_poll_.load(std::memory_order_relaxed);
+    if (!cfg_.busy_poll && now - last_poll < kAppActiveNs && !pending_.load()) {
+      // The application is polling and makes progress (timers included) on its own thread:
+      // stay off the lock and the socket until it stops, instead of competing with it.
+      uint64_t until = last_poll + kAppActiveNs;
+      thread_wakes_at_.store(until, std::memory_order_seq_cst);
+      sleep_until(until, false);
+      continue;
+    }
     uint64_t next;
     bool received;
     {
@@ -187,38 +215,20 @@ void Device::thread_main() {
       after_progress();
     }
     if (cfg_.busy_poll) continue;
-    uint64_t now = transport::now_ns();
-    bool app_active = now - last_app_poll_.load(std::memory_order_relaxed) < kAppActiveNs;
+    now = transport::now_ns();
     // While packets keep coming and nobody else polls, stay awake a little: the next request
     // of a one-sided stream usually arrives within microseconds, and a wake-up costs 20-25 us.
-    if (received && !app_active) linger_until = now + kLingerNs;
+    if (received) linger_until = now + kLingerNs;
     if (now < linger_until) continue;
-    uint64_t until = next;
-    if (app_active && (until == 0 || until > now + kAppActiveNs)) until = now + kAppActiveNs;
-    thread_wakes_at_.store(until, std::memory_order_seq_cst);
+    thread_wakes_at_.store(next, std::memory_order_seq_cst);
     // A post that armed an earlier timer after progress() returned must not be slept through.
     uint64_t earliest;
     {
       std::lock_guard<std::mutex> g(mu);
       earliest = engine_->earliest_timer();
     }
-    if (earliest != 0 && (until == 0 || earliest < until)) until = earliest;
-    pollfd fds[2] = {{wake_fd_, POLLIN, 0}, {engine_->link().fd(), POLLIN, 0}};
-    nfds_t nfds = app_active ? 1 : 2;
-    timespec ts{}, *tsp = nullptr;
-    if (until != 0) {
-      uint64_t d = until > now ? until - now : 0;
-      ts.tv_sec = static_cast<time_t>(d / 1000000000ull);
-      ts.tv_nsec = static_cast<long>(d % 1000000000ull);
-      tsp = &ts;
-    }
-    if (!pending_.load()) ppoll(fds, nfds, tsp, nullptr);
-    thread_wakes_at_.store(transport::now_ns(), std::memory_order_relaxed);
-    if (fds[0].revents & POLLIN) {
-      uint64_t v;
-      ssize_t r = read(wake_fd_, &v, sizeof v);
-      (void)r;
-    }
+    if (earliest != 0 && (next == 0 || earliest < next)) next = earliest;
+    sleep_until(next, true);
   }
 }
 
@@ -265,7 +275,7 @@ void Device::try_progress() {
   auto& mu = engine_->mutex();
   if (!mu.try_lock()) return;
   pending_.store(false, std::memory_order_seq_cst);
-  engine_->progress();
+  engine_->progress(/*defer_acks=*/true);
   after_progress();
   wake_if_needed();
   mu.unlock();

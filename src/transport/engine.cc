@@ -127,7 +127,10 @@ void Engine::tx_flush() {
   tx_count_ = 0;
 }
 
-void Engine::complete(queue::CompletionQueue* cq, const Wc& wc, bool solicited) { cq->push(wc, solicited); }
+void Engine::complete(queue::CompletionQueue* cq, const Wc& wc, bool solicited) {
+  ++completions_;
+  cq->push(wc, solicited);
+}
 
 void Engine::set_error(Qp& qp) {
   qp.state.store(QpState::kErr, std::memory_order_release);
@@ -178,7 +181,7 @@ void Engine::flush_errors(Qp& qp) {
   qp.error_pending = false;
 }
 
-void Engine::run_send(Qp& qp) {
+void Engine::run_send(Qp& qp, bool defer_fresh_acks) {
   QpState s = qp.state.load(std::memory_order_acquire);
   if (s == QpState::kErr) {
     if (qp.error_pending || qp.sq.retired() < qp.sq.produced() ||
@@ -187,7 +190,7 @@ void Engine::run_send(Qp& qp) {
     return;
   }
   if (qp.resp.serving) responder_run(*this, qp);
-  if (qp.resp.ack_pending) responder_flush_ack(*this, qp);
+  if (qp.resp.ack_pending && !(defer_fresh_acks && qp.resp.ack_pass == pass_)) responder_flush_ack(*this, qp);
   if (qp.req.next < qp.sq.produced()) requester_run(*this, qp);
   if (qp.responder_error) {
     qp.responder_error = false;
@@ -224,7 +227,9 @@ void Engine::run_timers(uint64_t now, uint64_t* next) {
   earliest_timer_ = *next;
 }
 
-uint64_t Engine::progress() {
+uint64_t Engine::progress(bool defer_acks) {
+  ++pass_;
+  uint64_t completions_before = completions_;
   uint32_t budget = cfg_.rx_budget;
   while (budget > 0) {
     size_t want = std::min<size_t>(rx_.size(), budget);
@@ -235,9 +240,10 @@ uint64_t Engine::progress() {
   }
   // Everything the received packets made due (ACKs, READ responses, window space) goes out in
   // this pass, batched with the requests posted meanwhile.
+  bool defer = defer_acks && completions_ != completions_before;
   for (Qp* qp : qps_) {
     qp->doorbell.store(false, std::memory_order_relaxed);
-    run_send(*qp);
+    run_send(*qp, defer);
   }
   uint64_t next = 0;
   run_timers(now_ns(), &next);

@@ -67,7 +67,11 @@ class Engine {
   const std::vector<Qp*>& qps() const { return qps_; }
 
   // One pass of progress (lock held). Returns the absolute time of the next timer, 0 = none.
-  uint64_t progress();
+  // With defer_acks (the caller is about to look at its CQ), ACKs made due by requests that
+  // completed something in this pass wait for the next engine entry, so the application sees
+  // its completion one sendmmsg sooner; a reply it posts then carries the ACK in the same batch.
+  uint64_t progress(bool defer_acks = false);
+  uint64_t pass() const { return pass_; }
   // Progress after a post: runs the requester of qp only, then flushes (lock held).
   void kick(Qp* qp);
 
@@ -93,7 +97,7 @@ class Engine {
  private:
   void receive(link::RxFrame& f);
   void run_timers(uint64_t now, uint64_t* next);
-  void run_send(Qp& qp);
+  void run_send(Qp& qp, bool defer_fresh_acks = false);
   void flush_errors(Qp& qp);
 
   std::mutex mu_;
@@ -106,6 +110,8 @@ class Engine {
   QpStatsSlot* qp_slots_;
 
   uint64_t earliest_timer_ = 0;
+  uint64_t pass_ = 1;
+  uint64_t completions_ = 0;
   uint32_t qpn_base_;
   std::vector<Qp*> qp_table_;  // indexed by qpn - qpn_base_
   std::vector<Qp*> qps_;       // live QPs, for passes over all of them
