@@ -18,6 +18,7 @@ int main(int argc, char** argv) {
   softrdma::tools::add_demo_command(app);
   softrdma::tools::add_devices_command(app);
   softrdma::tools::add_stat_command(app);
+  softrdma::tools::add_run_command(app);
 #ifdef SOFTRDMA_HAVE_PERF
   softrdma::tools::add_perf_command(app);
 #endif
