@@ -21,6 +21,8 @@ packages=(
   tshark tcpdump iproute2 iperf3
   # verbs programs used as external tests of the drop-in library (planned)
   ibverbs-utils perftest
+  # rdma-core's Python test suite (/usr/share/doc/rdma-core/tests) run by tests/verbs/pyverbs.sh
+  python3-pyverbs
   # plots written by `softrdma perf --plot`
   gnuplot-nox
 )
