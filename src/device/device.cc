@@ -261,7 +261,7 @@ void Device::after_unlock() {
 
 void Device::kick(transport::Qp* qp) {
   auto& mu = engine_->mutex();
-  qp->doorbell.store(true, std::memory_order_relaxed);
+  engine_->ring(*qp);
   pending_.store(true, std::memory_order_seq_cst);
   if (!mu.try_lock()) return;  // the holder sees pending_ and runs it
   pending_.store(false, std::memory_order_seq_cst);

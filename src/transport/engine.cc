@@ -30,6 +30,7 @@ Engine::Engine(std::unique_ptr<link::Link> link, const EngineConfig& cfg, StatsA
   std::minstd_rand rng{std::random_device{}()};
   qpn_base_ = kFirstQpn + static_cast<uint32_t>(rng() % 0x400000);
   qp_table_.assign(cfg_.max_qp, nullptr);
+  qp_window_ = cfg_.window_packets;
   bounce_ = std::make_unique<uint8_t[]>(kTxBatch * 4096);
   for (size_t i = 0; i < kTxBatch; ++i) tx_[i].bounce = &bounce_[i * 4096];
   rx_.resize(cfg_.rx_batch);
@@ -51,7 +52,12 @@ uint32_t Engine::alloc_qpn() {
   return 0;
 }
 
+namespace {
+constexpr uint32_t kMinQpWindow = 1;
+}
+
 void Engine::add_qp(Qp* qp) {
+  if (qp->type == QpType::kRc) qp_window_ = std::max(kMinQpWindow, cfg_.window_packets / ++rc_qps_);
   uint32_t i = qp->qpn - qpn_base_;
   qp_table_[i] = qp;
   if (qp_slots_ != nullptr) {
@@ -67,6 +73,7 @@ void Engine::add_qp(Qp* qp) {
 }
 
 void Engine::remove_qp(Qp* qp) {
+  if (qp->type == QpType::kRc) qp_window_ = std::max(kMinQpWindow, cfg_.window_packets / std::max(1u, --rc_qps_));
   qp_table_[qp->qpn - qpn_base_] = nullptr;
   if (qp->slot != nullptr) {
     qp->own_stats = *qp->stats;
@@ -75,6 +82,9 @@ void Engine::remove_qp(Qp* qp) {
     qp->slot = nullptr;
   }
   qps_.erase(std::remove(qps_.begin(), qps_.end(), qp), qps_.end());
+  active_.erase(std::remove(active_.begin(), active_.end(), qp), active_.end());
+  timer_qps_.erase(std::remove(timer_qps_.begin(), timer_qps_.end(), qp), timer_qps_.end());
+  qp->on_active_list = qp->on_timer_list = false;
 }
 
 Qp* Engine::find_qp(uint32_t qpn) const {
@@ -133,6 +143,7 @@ void Engine::complete(queue::CompletionQueue* cq, const Wc& wc, bool solicited) 
 }
 
 void Engine::set_error(Qp& qp) {
+  activate(qp);
   qp.state.store(QpState::kErr, std::memory_order_release);
   if (qp.slot != nullptr) qp.slot->state = static_cast<uint8_t>(QpState::kErr);
   qp.error_pending = true;
@@ -204,6 +215,7 @@ void Engine::run_send(Qp& qp, bool defer_fresh_acks) {
 void Engine::kick(Qp* qp) {
   qp->doorbell.store(false, std::memory_order_relaxed);
   run_send(*qp);
+  if (qp->has_send_work() || qp->error_pending) activate(*qp);
   tx_flush();
 }
 
@@ -211,7 +223,9 @@ void Engine::run_timers(uint64_t now, uint64_t* next) {
   auto earliest = [&](uint64_t t) {
     if (t != 0 && (*next == 0 || t < *next)) *next = t;
   };
-  for (Qp* qp : qps_) {
+  size_t keep = 0;
+  for (size_t i = 0; i < timer_qps_.size(); ++i) {
+    Qp* qp = timer_qps_[i];
     if (qp->comp.retry_deadline != 0 && now >= qp->comp.retry_deadline) {
       completer_timeout(*this, *qp, now);
       run_send(*qp);  // the retransmission (or the error completion) goes out now
@@ -222,7 +236,13 @@ void Engine::run_timers(uint64_t now, uint64_t* next) {
     }
     earliest(qp->comp.retry_deadline);
     if (qp->req.rnr_wait) earliest(qp->req.rnr_deadline);
+    bool armed = qp->comp.retry_deadline != 0 || qp->req.rnr_wait;
+    if (armed)
+      timer_qps_[keep++] = qp;
+    else
+      qp->on_timer_list = false;
   }
+  timer_qps_.resize(keep);
   earliest(link_->service(now));
   earliest_timer_ = *next;
 }
@@ -241,10 +261,19 @@ uint64_t Engine::progress(bool defer_acks) {
   // Everything the received packets made due (ACKs, READ responses, window space) goes out in
   // this pass, batched with the requests posted meanwhile.
   bool defer = defer_acks && completions_ != completions_before;
-  for (Qp* qp : qps_) {
-    qp->doorbell.store(false, std::memory_order_relaxed);
-    run_send(*qp, defer);
+  if (doorbell_any_.exchange(false, std::memory_order_acquire)) {
+    for (Qp* qp : qps_)
+      if (qp->doorbell.exchange(false, std::memory_order_relaxed)) activate(*qp);
   }
+  // run_send may activate QPs (errors): iterate over a copy of the list and rebuild it.
+  active_scratch_.swap(active_);
+  active_.clear();
+  for (Qp* qp : active_scratch_) qp->on_active_list = false;
+  for (Qp* qp : active_scratch_) {
+    run_send(*qp, defer);
+    if (qp->has_send_work() || qp->error_pending) activate(*qp);
+  }
+  active_scratch_.clear();
   uint64_t next = 0;
   run_timers(now_ns(), &next);
   tx_flush();

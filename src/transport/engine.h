@@ -9,6 +9,7 @@
 
 #include <sys/uio.h>
 
+#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <mutex>
@@ -26,7 +27,7 @@ namespace softrdma::transport {
 struct EngineConfig {
   uint16_t fabric_port = wire::kRoceV2Port;  // UDP port every peer listens on
   uint32_t max_qp = 16384;
-  uint32_t window_packets = 256;  // unacknowledged request packets per RC QP
+  uint32_t window_packets = 256;  // unacknowledged request packets, shared by the RC QPs
   uint32_t ackreq_every = 32;     // ask for an ACK at least this often within a message stream
   bool infer_ipv4_id = true;      // accept IPv4 senders that write a nonzero Identification
   uint32_t rx_batch = 32;
@@ -65,6 +66,9 @@ class Engine {
   void remove_qp(Qp* qp);
   Qp* find_qp(uint32_t qpn) const;
   const std::vector<Qp*>& qps() const { return qps_; }
+  // Each RC QP's share of the window: the peer's socket buffer is one for all QPs, and a
+  // window per QP would let many QPs together overrun it (then go-back-N resends everything).
+  uint32_t qp_window() const { return qp_window_; }
 
   // One pass of progress (lock held). Returns the absolute time of the next timer, 0 = none.
   // With defer_acks (the caller is about to look at its CQ), ACKs made due by requests that
@@ -89,8 +93,25 @@ class Engine {
 
   // Stages call this when they arm a timer, so the device can wake its sleeping thread if the
   // new deadline is earlier than the one it sleeps until.
-  void note_timer(uint64_t deadline) {
-    if (deadline != 0 && (earliest_timer_ == 0 || deadline < earliest_timer_)) earliest_timer_ = deadline;
+  void note_timer(Qp& qp, uint64_t deadline) {
+    if (deadline == 0) return;
+    if (earliest_timer_ == 0 || deadline < earliest_timer_) earliest_timer_ = deadline;
+    if (!qp.on_timer_list) {
+      qp.on_timer_list = true;
+      timer_qps_.push_back(&qp);
+    }
+  }
+  // Puts qp on the list of QPs the next pass looks at (lock held).
+  void activate(Qp& qp) {
+    if (!qp.on_active_list) {
+      qp.on_active_list = true;
+      active_.push_back(&qp);
+    }
+  }
+  // Any thread, no lock: asks the next pass to look at qp (a post that lost the lock race).
+  void ring(Qp& qp) {
+    qp.doorbell.store(true, std::memory_order_relaxed);
+    doorbell_any_.store(true, std::memory_order_release);
   }
   uint64_t earliest_timer() const { return earliest_timer_; }
 
@@ -110,11 +131,19 @@ class Engine {
   QpStatsSlot* qp_slots_;
 
   uint64_t earliest_timer_ = 0;
+  uint32_t rc_qps_ = 0;
+  uint32_t qp_window_ = 0;
   uint64_t pass_ = 1;
   uint64_t completions_ = 0;
   uint32_t qpn_base_;
   std::vector<Qp*> qp_table_;  // indexed by qpn - qpn_base_
-  std::vector<Qp*> qps_;       // live QPs, for passes over all of them
+  std::vector<Qp*> qps_;       // live QPs
+  // A pass looks only at QPs with something to do: active_ (packets arrived, work posted,
+  // errors) and timer_qps_ (a timer armed), so idle QPs cost nothing per pass.
+  std::vector<Qp*> active_;
+  std::vector<Qp*> active_scratch_;
+  std::vector<Qp*> timer_qps_;
+  std::atomic<bool> doorbell_any_{false};
   uint32_t qpn_cursor_ = 0;
 
   std::vector<TxSlot> tx_;

@@ -178,6 +178,8 @@ class Qp {
 
   // Set by posters (any thread) to ask the engine to look at this QP; cleared by the engine.
   std::atomic<bool> doorbell{false};
+  bool on_active_list = false;  // engine lists (engine.h)
+  bool on_timer_list = false;
 
   // Requester (requester.cc).
   struct Requester {

@@ -77,6 +77,7 @@ void Engine::receive(link::RxFrame& f) {
     counters_->drop_source++;
     return;
   }
+  activate(*qp);
   qp->stats->rx_packets++;
   qp->stats->rx_bytes += p.payload_len;
   if (request)

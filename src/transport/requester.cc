@@ -125,7 +125,7 @@ bool emit_message_packet(Engine& e, Qp& qp, uint64_t index, SendWqe& w) {
   // is about to close, so the requester never waits for a timeout to learn of progress.
   ++r.since_ackreq;
   b.ackreq = rc && (last || r.since_ackreq >= e.config().ackreq_every ||
-                    psn_diff(r.psn, qp.comp.una_psn) + 1 >= static_cast<int32_t>(e.config().window_packets));
+                    psn_diff(r.psn, qp.comp.una_psn) + 1 >= static_cast<int32_t>(e.qp_window()));
   if (b.ackreq) r.since_ackreq = 0;
   wire::write_bth(s->hdr, b);
   if (info.has(wire::kReth)) {
@@ -222,7 +222,7 @@ void requester_run(Engine& e, Qp& qp) {
       if (st == Start::kWait) break;
       if (st == Start::kFailed) break;
     }
-    if (rc && psn_diff(r.psn, qp.comp.una_psn) >= static_cast<int32_t>(e.config().window_packets)) break;
+    if (rc && psn_diff(r.psn, qp.comp.una_psn) >= static_cast<int32_t>(e.qp_window())) break;
     if (w.opcode == WrOpcode::kRdmaRead) {
       emit_read_request(e, qp, w);
     } else if (is_atomic(w.opcode)) {
@@ -236,7 +236,7 @@ void requester_run(Engine& e, Qp& qp) {
     uint64_t t = ack_timeout_ns(qp.attr.timeout);
     if (t != 0) {
       qp.comp.retry_deadline = now_ns() + t;
-      e.note_timer(qp.comp.retry_deadline);
+      e.note_timer(qp, qp.comp.retry_deadline);
     }
   }
   if (!rc) completer_retire(e, qp);
