@@ -79,8 +79,10 @@ class Side {
 
  private:
   void init();
-  std::unique_ptr<Device> owned_;
+  // buf_ first, so it outlives the device: a late duplicate READ may still be served from it
+  // by the device's progress thread until the device is closed.
   std::vector<uint8_t> buf_;
+  std::unique_ptr<Device> owned_;
 };
 
 // The verbs MTU enum (1..5) of a port MTU in bytes, 0 if it is not one of 256 .. 4096.

@@ -14,11 +14,13 @@
 namespace softrdma::test {
 
 struct Side {
+  // Declared first so it is destroyed last: the device (and its progress thread, which may
+  // still be answering a late duplicate READ) must be gone before the memory it reads.
+  std::vector<uint8_t> buf;
   std::unique_ptr<Device> dev;
   Pd* pd = nullptr;
   Cq* cq = nullptr;
   QueuePair* qp = nullptr;
-  std::vector<uint8_t> buf;
   Mr* mr = nullptr;
 
   uint64_t addr(size_t off = 0) { return reinterpret_cast<uint64_t>(buf.data() + off); }

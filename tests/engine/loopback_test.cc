@@ -62,6 +62,7 @@ TEST_P(SelfLoopTest, SendWriteReadAtomicToItself) {
   EXPECT_EQ(got[0].status, WcStatus::kSuccess);
   EXPECT_EQ(0, std::memcmp(a.buf.data(), a.buf.data() + 20000, 5000));
   (void)b.dev.release();  // owned by a
+  a.dev.reset();          // close it (and its thread) while both buffers still exist
 }
 
 INSTANTIATE_TEST_SUITE_P(Families, SelfLoopTest, ::testing::Values("127.0.0.1", "::1"),
