@@ -54,22 +54,30 @@ namespace {
 
 constexpr int kBatch = 16;
 
-// Converts one work request; false for an opcode the adapter does not have.
-inline bool to_send_wr(const ibv_send_wr* w, SendWr* o) {
+// Converts one work request into *o, writing every field (o may be uninitialised storage);
+// false for an opcode the adapter does not have.
+inline bool to_send_wr(const ibv_send_wr* w, bool ud, SendWr* o) {
   o->wr_id = w->wr_id;
   o->flags = w->send_flags & (IBV_SEND_FENCE | IBV_SEND_SIGNALED | IBV_SEND_SOLICITED | IBV_SEND_INLINE);
   o->sg_list = reinterpret_cast<const Sge*>(w->sg_list);
   o->num_sge = w->num_sge < 0 ? 0xffffffffu : static_cast<uint32_t>(w->num_sge);
+  o->rdma.remote_addr = w->wr.rdma.remote_addr;
+  o->rdma.rkey = w->wr.rdma.rkey;
+  o->atomic.remote_addr = 0;
+  o->atomic.compare_add = 0;
+  o->atomic.swap = 0;
+  o->atomic.rkey = 0;
+  o->ud.ah = nullptr;
+  o->ud.remote_qpn = 0;
+  o->ud.remote_qkey = 0;
   if (w->num_sge > 0 && w->sg_list == nullptr) return false;
   switch (w->opcode) {
     case IBV_WR_RDMA_WRITE:
     case IBV_WR_RDMA_WRITE_WITH_IMM:
     case IBV_WR_RDMA_READ:
-      o->rdma.remote_addr = w->wr.rdma.remote_addr;
-      o->rdma.rkey = w->wr.rdma.rkey;
-      break;
     case IBV_WR_SEND:
     case IBV_WR_SEND_WITH_IMM:
+      o->imm_data = ntohl(w->imm_data);
       break;
     case IBV_WR_ATOMIC_CMP_AND_SWP:
     case IBV_WR_ATOMIC_FETCH_AND_ADD:
@@ -77,26 +85,32 @@ inline bool to_send_wr(const ibv_send_wr* w, SendWr* o) {
       o->atomic.compare_add = w->wr.atomic.compare_add;
       o->atomic.swap = w->wr.atomic.swap;
       o->atomic.rkey = w->wr.atomic.rkey;
+      o->imm_data = 0;
       break;
     case IBV_WR_SEND_WITH_INV:
     case IBV_WR_LOCAL_INV:
+      o->imm_data = w->invalidate_rkey;  // host order, like the C++ API
       break;
     default:
       return false;  // BIND_MW (no windows), TSO, DRIVER1, ATOMIC_WRITE
   }
   o->opcode = static_cast<WrOpcode>(w->opcode);
-  if (w->opcode == IBV_WR_SEND_WITH_INV || w->opcode == IBV_WR_LOCAL_INV)
-    o->imm_data = w->invalidate_rkey;
-  else
-    o->imm_data = ntohl(w->imm_data);
+  if (ud) {
+    o->ud.ah = w->wr.ud.ah != nullptr ? to_ah(w->wr.ud.ah)->a : nullptr;
+    o->ud.remote_qpn = w->wr.ud.remote_qpn;
+    o->ud.remote_qkey = w->wr.ud.remote_qkey;
+  }
   return true;
 }
 
-inline void to_ud(const ibv_send_wr* w, SendWr* o) {
-  o->ud.ah = w->wr.ud.ah != nullptr ? to_ah(w->wr.ud.ah)->a : nullptr;
-  o->ud.remote_qpn = w->wr.ud.remote_qpn;
-  o->ud.remote_qkey = w->wr.ud.remote_qkey;
-}
+// Storage for work requests and completions that the conversion fills completely: no zeroing
+// on the fast path. SendWr and Wc are aggregates (implicit-lifetime types), so the storage
+// provides the objects (C++20 [intro.object]).
+template <typename T, size_t N>
+struct Scratch {
+  alignas(T) unsigned char raw[sizeof(T) * N];
+  T* get() { return reinterpret_cast<T*>(raw); }
+};
 
 inline void to_ibv_wc(const Wc& s, ibv_wc* d) {
   d->wr_id = s.wr_id;
@@ -152,37 +166,25 @@ inline int poll_wc(SrCq* cq, Wc* out, int n) {
 
 // ---- ctx->ops ------------------------------------------------------------------------------------
 
-int post_send(ibv_qp* ibqp, ibv_send_wr* wr, ibv_send_wr** bad) {
-  SrQp* qp = to_qp(ibqp);
-  const bool ud = ibqp->qp_type == IBV_QPT_UD;
-  if (wr != nullptr && wr->next == nullptr) {  // the common case: one work request
-    SendWr w;
-    if (!to_send_wr(wr, &w)) {
-      *bad = wr;
-      return EINVAL;
-    }
-    if (ud) to_ud(wr, &w);
-    size_t b = 0;
-    int rc = qp->dev->post_send(qp->q, &w, 1, &b);
-    if (rc != 0) *bad = wr;
-    return rc;
-  }
+namespace {
+
+// A list of work requests: converted and posted kBatch at a time.
+[[gnu::noinline]] int post_send_list(SrQp* qp, ibv_send_wr* wr, ibv_send_wr** bad, bool ud) {
   while (wr != nullptr) {
-    SendWr batch[kBatch];
+    Scratch<SendWr, kBatch> batch;
     ibv_send_wr* src[kBatch];
     int n = 0;
     int conv_err = 0;
     for (; wr != nullptr && n < kBatch; wr = wr->next) {
-      if (!to_send_wr(wr, &batch[n])) {
+      if (!to_send_wr(wr, ud, &batch.get()[n])) {
         conv_err = EINVAL;
         break;
       }
-      if (ud) to_ud(wr, &batch[n]);
       src[n++] = wr;
     }
     if (n > 0) {
       size_t b = 0;
-      int rc = qp->dev->post_send(qp->q, batch, static_cast<size_t>(n), &b);
+      int rc = qp->dev->post_send(qp->q, batch.get(), static_cast<size_t>(n), &b);
       if (rc != 0) {
         *bad = src[b];
         return rc;
@@ -196,10 +198,30 @@ int post_send(ibv_qp* ibqp, ibv_send_wr* wr, ibv_send_wr** bad) {
   return 0;
 }
 
+}  // namespace
+
+int post_send(ibv_qp* ibqp, ibv_send_wr* wr, ibv_send_wr** bad) {
+  SrQp* qp = to_qp(ibqp);
+  const bool ud = ibqp->qp_type == IBV_QPT_UD;
+  if (wr == nullptr || wr->next != nullptr) [[unlikely]]
+    return post_send_list(qp, wr, bad, ud);
+  // The common case: one work request.
+  Scratch<SendWr, 1> w;
+  if (!to_send_wr(wr, ud, w.get())) {
+    *bad = wr;
+    return EINVAL;
+  }
+  size_t b = 0;
+  int rc = qp->dev->post_send(qp->q, w.get(), 1, &b);
+  if (rc != 0) *bad = wr;
+  return rc;
+}
+
 int post_recv(ibv_qp* ibqp, ibv_recv_wr* wr, ibv_recv_wr** bad) {
   SrQp* qp = to_qp(ibqp);
   while (wr != nullptr) {
-    RecvWr batch[kBatch];
+    Scratch<RecvWr, kBatch> scratch;
+    RecvWr* batch = scratch.get();
     ibv_recv_wr* src[kBatch];
     int n = 0;
     for (; wr != nullptr && n < kBatch; wr = wr->next) {
@@ -226,7 +248,8 @@ int post_recv(ibv_qp* ibqp, ibv_recv_wr* wr, ibv_recv_wr** bad) {
 int post_srq_recv(ibv_srq* ibsrq, ibv_recv_wr* wr, ibv_recv_wr** bad) {
   SrSrq* srq = to_srq(ibsrq);
   while (wr != nullptr) {
-    RecvWr batch[kBatch];
+    Scratch<RecvWr, kBatch> scratch;
+    RecvWr* batch = scratch.get();
     ibv_recv_wr* src[kBatch];
     int n = 0;
     for (; wr != nullptr && n < kBatch; wr = wr->next) {
@@ -254,9 +277,8 @@ int poll_cq(ibv_cq* ibcq, int n, ibv_wc* wc) {
   SrCq* cq = to_cq(ibcq);
   int total = 0;
   while (total < n) {
-    // Uninitialised storage: Wc is trivially copyable and poll_wc writes every entry it returns.
-    alignas(Wc) unsigned char raw[sizeof(Wc) * kBatch];
-    Wc* buf = reinterpret_cast<Wc*>(raw);
+    Scratch<Wc, kBatch> scratch;  // poll_wc writes every entry it returns
+    Wc* buf = scratch.get();
     int k = std::min(n - total, kBatch);
     int got = poll_wc(cq, buf, k);
     for (int i = 0; i < got; ++i) to_ibv_wc(buf[i], &wc[total + i]);

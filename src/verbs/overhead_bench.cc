@@ -6,7 +6,7 @@
 // poll until it completes) or in chains of 16 (post 16 as one list, poll all 16). Rounds
 // alternate between the two paths; the table shows the median ns per operation.
 //
-//   build/src/verbs/verbs_overhead [ops-per-round] [rounds]
+//   build/src/verbs/verbs_overhead [ops-per-round] [rounds] [mem]   (mem: the in-memory rows only)
 #include <infiniband/verbs.h>
 
 #include <algorithm>
@@ -70,7 +70,13 @@ struct CppSide {
       die("RTS");
   }
 
-  void run(int ops, int chain) {
+  void to_err() {
+    QpAttr a;
+    a.state = QpState::kErr;
+    if (dev->modify_qp(qp, a, transport::kAttrState)) die("ERR");
+  }
+
+  void run(int ops, int chain, bool flushed = false) {
     Sge sge{reinterpret_cast<uint64_t>(buf.data()), 8, mr->lkey};
     SendWr wrs[16];
     for (int i = 0; i < chain; ++i) {
@@ -87,7 +93,7 @@ struct CppSide {
       for (int got = 0; got < chain;) {
         int n = dev->poll_cq(cq, wc, 16);
         for (int i = 0; i < n; ++i)
-          if (wc[i].status != WcStatus::kSuccess) die("completion error");
+          if (wc[i].status != (flushed ? WcStatus::kWrFlushErr : WcStatus::kSuccess)) die("completion status");
         got += n;
       }
     }
@@ -147,7 +153,13 @@ struct VerbsSide {
       die("RTS");
   }
 
-  void run(int ops, int chain) {
+  void to_err() {
+    ibv_qp_attr a{};
+    a.qp_state = IBV_QPS_ERR;
+    if (ibv_modify_qp(qp, &a, IBV_QP_STATE)) die("ERR");
+  }
+
+  void run(int ops, int chain, bool flushed = false) {
     ibv_sge sge{reinterpret_cast<uint64_t>(buf.data()), 8, mr->lkey};
     ibv_send_wr wrs[16]{};
     for (int i = 0; i < chain; ++i) {
@@ -166,7 +178,7 @@ struct VerbsSide {
       for (int got = 0; got < chain;) {
         int n = ibv_poll_cq(cq, 16, wc);
         for (int i = 0; i < n; ++i)
-          if (wc[i].status != IBV_WC_SUCCESS) die("completion error");
+          if (wc[i].status != (flushed ? IBV_WC_WR_FLUSH_ERR : IBV_WC_SUCCESS)) die("completion status");
         got += n;
       }
     }
@@ -194,19 +206,28 @@ int main(int argc, char** argv) {
   VerbsSide verbs;
   cpp.open();
   verbs.open();
-  std::printf("%-28s %14s %14s %10s\n", "8-byte RDMA WRITE, self RC", "C++ API ns/op", "verbs ns/op", "verbs/C++");
-  for (int chain : {1, 16}) {
+  std::printf("%-34s %14s %14s %10s\n", "8-byte RDMA WRITE, RC to itself", "C++ API ns/op", "verbs ns/op",
+              "verbs/C++");
+  auto row = [&](const char* name, int chain, bool flushed) {
     int n = ops / chain * chain;
-    cpp.run(n / 10, chain);  // warm up
-    verbs.run(n / 10, chain);
+    cpp.run(n / 10, chain, flushed);  // warm up
+    verbs.run(n / 10, chain, flushed);
     std::vector<double> a, b;
     for (int r = 0; r < rounds; ++r) {
-      a.push_back(ns_per_op(n, [&] { cpp.run(n, chain); }));
-      b.push_back(ns_per_op(n, [&] { verbs.run(n, chain); }));
+      a.push_back(ns_per_op(n, [&] { cpp.run(n, chain, flushed); }));
+      b.push_back(ns_per_op(n, [&] { verbs.run(n, chain, flushed); }));
     }
     double ma = median(a), mb = median(b);
-    std::printf("%-28s %14.0f %14.0f %9.3fx\n", chain == 1 ? "post 1, poll to completion" : "post 16 as a list, poll 16",
-                ma, mb, mb / ma);
+    std::printf("%-34s %14.0f %14.0f %9.3fx\n", name, ma, mb, mb / ma);
+  };
+  bool mem_only = argc > 3 && std::strcmp(argv[3], "mem") == 0;
+  if (!mem_only) {
+    row("post 1, poll to completion", 1, false);
+    row("post 16 as a list, poll 16", 16, false);
   }
+  cpp.to_err();
+  verbs.to_err();
+  row("in memory (ERR): post 1, poll 1", 1, true);
+  row("in memory (ERR): post 16, poll 16", 16, true);
   return 0;
 }
