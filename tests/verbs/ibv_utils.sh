@@ -8,6 +8,7 @@
 #                                 counts, with and without -e (completion events), -c (check data)
 #
 # Every program must exit 0; the pingpongs must report a nonzero rate. Environment: see lib.sh.
+# shellcheck disable=SC2034  # server/client arrays are read by run_pair through namerefs
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 mode=${1:?usage: ibv_utils.sh devices|devinfo|rc|uc|ud|srq}
@@ -81,7 +82,8 @@ pingpong() {
   esac
   local c port
   for c in "${cases[@]}"; do
-    port=$(free_port)
+    free_port
+    port=$PORT
     # shellcheck disable=SC2206  # the case string is a list of options
     local opts=(-d "$dev" -g 0 -p "$port" $c)
     local server=("${VRUN[@]}" "$prog" "${opts[@]}")
@@ -99,8 +101,8 @@ case $mode in
   devices)
     require_programs ibv_devices
     # "    softrdma0       	0002c9fffe000000" (GUID: 16 hex digits, not all zero)
-    single "ibv_devices" "^[[:space:]]*$dev[[:space:]]+[0-9a-f]{16}\$" -- "${VRUN[@]}" ibv_devices
-    if grep -Eq "^[[:space:]]*$dev[[:space:]]+0{16}\$" "$VERBS_LOGDIR/ibv_devices.log"; then
+    single "ibv_devices" "^[[:space:]]*${dev}[[:space:]]+[0-9a-f]{16}\$" -- "${VRUN[@]}" ibv_devices
+    if grep -Eq "^[[:space:]]*${dev}[[:space:]]+0{16}\$" "$VERBS_LOGDIR/ibv_devices.log"; then
       case_fail "ibv_devices GUID" "node GUID is zero" "$VERBS_LOGDIR/ibv_devices.log"
     fi
     ;;

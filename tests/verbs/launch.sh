@@ -10,6 +10,7 @@
 #   LD_PRELOAD:       user_program and ibv_devices with our library preloaded
 #   LD_LIBRARY_PATH:  an ibv_rc_pingpong server preloaded, its client through LD_LIBRARY_PATH
 # Environment: see lib.sh.
+# shellcheck disable=SC2016,SC2034,SC2054  # literal $VARs for sh -c; arrays read by run_pair; commas in --fault
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 user_program=${1:?usage: launch.sh USER_PROGRAM}
@@ -39,7 +40,7 @@ contains() {
   else
     _verbs_failed=$((_verbs_failed + 1))
     echo "FAIL  $name: output lacks '$what':"
-    sed 's/^/  | /' <<<"$OUT"
+    printf '%s\n' "$OUT" | sed 's/^/  | /'
   fi
 }
 
@@ -103,14 +104,16 @@ if command -v ibv_devinfo >/dev/null; then
     contains "run --config: mtu" "active_mtu:		1024 (3)"
 fi
 if command -v ibv_rc_pingpong >/dev/null; then
-  port=$(free_port)
+  free_port
+  port=$PORT
   opts=(-d "$VERBS_DEVICE" -g 0 -p "$port" -s 4096 -n 100 -c)
   server=(env "LD_PRELOAD=$lib" ibv_rc_pingpong "${opts[@]}")
   client=(env "LD_LIBRARY_PATH=$SOFTRDMA_LIBDIR" ibv_rc_pingpong "${opts[@]}" 127.0.0.1)
   run_pair "ibv_rc_pingpong: server LD_PRELOAD, client LD_LIBRARY_PATH" "$port" server client &&
     case_ok "ibv_rc_pingpong: server LD_PRELOAD, client LD_LIBRARY_PATH"
   # RC under 2% loss, reordering and duplication on both sides: the program must not notice.
-  port=$(free_port)
+  free_port
+  port=$PORT
   opts=(-d "$VERBS_DEVICE" -g 0 -p "$port" -s 16384 -n 100 -c)
   server=("$SOFTRDMA_BIN" run --fault loss=2%,reorder=1%,dup=1%,seed=11 -- ibv_rc_pingpong "${opts[@]}")
   client=("$SOFTRDMA_BIN" run --fault loss=2%,reorder=1%,dup=1%,seed=12 -- ibv_rc_pingpong "${opts[@]}" 127.0.0.1)

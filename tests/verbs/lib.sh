@@ -12,6 +12,7 @@
 #
 # Exit statuses: 0 pass, 1 fail, 77 skip (a program is not installed; ctest SKIP_RETURN_CODE).
 
+# shellcheck disable=SC2034  # VRUN, LDPATH, PRELOAD and PORT are for the scripts that source this
 set -uo pipefail
 
 VERBS_DEVICE=${VERBS_DEVICE:-softrdma0}
@@ -90,16 +91,25 @@ tcp_listening() {
   ss -Hltn "sport = :$1" 2>/dev/null | grep -q .
 }
 
-# free_port: prints the first TCP port at or above VERBS_PORT_BASE nobody listens on.
+# free_port: sets PORT to a TCP port nobody listens on (call it directly, not in $(...)). It is
+# taken from the test's range, VERBS_PORT_BASE and the 19 above it, each call starting one
+# further so that consecutive cases do not meet each other's TIME_WAIT sockets; from the 80
+# ports after the range when all of it is busy.
+_verbs_port_turn=0
 free_port() {
-  local p
-  for ((p = VERBS_PORT_BASE; p < VERBS_PORT_BASE + 100; p++)); do
-    tcp_listening "$p" || {
-      echo "$p"
-      return 0
-    }
+  local i p
+  for ((i = 0; i < 100; i++)); do
+    if ((i < 20)); then
+      p=$((VERBS_PORT_BASE + (_verbs_port_turn + i) % 20))
+    else
+      p=$((VERBS_PORT_BASE + i))
+    fi
+    tcp_listening "$p" && continue
+    _verbs_port_turn=$((_verbs_port_turn + 1))
+    PORT=$p
+    return 0
   done
-  echo "$VERBS_PORT_BASE"
+  PORT=$VERBS_PORT_BASE
 }
 
 # Starts "timeout ... CMD" in the background, in its own process group; sets BG_PID.

@@ -9,6 +9,7 @@
 # iterations. Both sides must exit 0 and the client must report a nonzero bandwidth and message
 # rate (bw) or a nonzero latency (lat). The client outputs are kept in VERBS_RESULTS_DIR
 # (when set) for docs/performance.md. Environment: see lib.sh.
+# shellcheck disable=SC2034  # server/client arrays are read by run_pair through namerefs
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 prog=${1:?usage: perftest.sh ib_send_bw|ib_send_lat|ib_write_bw|ib_write_lat|ib_read_bw|ib_read_lat|ib_atomic_bw|ib_atomic_lat}
@@ -38,7 +39,8 @@ result_row() {
 }
 
 for c in "${cases[@]}"; do
-  port=$(free_port)
+  free_port
+  port=$PORT
   # shellcheck disable=SC2206  # the case string is a list of options
   opts=(-d "$VERBS_DEVICE" -x 0 -F -p "$port" -n "$iters" $c)
   server=("${VRUN[@]}" "$prog" "${opts[@]}")

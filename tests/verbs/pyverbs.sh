@@ -122,7 +122,7 @@ echo "pyverbs: $ran tests, $passed passed, $skipped skipped, $failures failed, $
 bad_skips=$(grep -E " \.\.\. skipped |^skipped " "$log" |
   grep -iE "No supported port is up|no (rdma |ib )?devices|Failed to get device|Failed to open|Couldn't" | sort | uniq -c)
 if [[ -n $bad_skips ]]; then
-  echo "$bad_skips" | sed 's/^/  /'
+  printf '%s\n' "$bad_skips" | sed 's/^/  /'
   die "pyverbs: tests skipped because the device itself is unusable, not because a feature is missing"
 fi
 min_pass=${PYVERBS_MIN_PASS:-0}

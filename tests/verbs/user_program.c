@@ -12,8 +12,9 @@
  * and without immediate, RDMA READ), atomic (fetch-and-add, compare-and-swap), events
  * (completion channel), ud (UD SEND with the GRH area, ibv_create_ah_from_wc), ex
  * (ibv_create_cq_ex + ibv_start_poll, ibv_create_qp_ex + ibv_wr_*), misuse (what wrong use must
- * return). Every object is destroyed at the end, in a legal order, and every destroy must
- * succeed. Exit status 0 when every check passed, 1 otherwise; each failure prints one line
+ * return), sqfull (a send queue kept full: a polled completion must have freed its slot). Every
+ * object is destroyed at the end, in a legal order, and every destroy must succeed. Exit status
+ * 0 when every check passed, 1 otherwise; each failure prints one line
  * "FAIL section: file:line: what (errno)".
  */
 #define _GNU_SOURCE
@@ -733,6 +734,134 @@ static int section_ex(void) {
   return 0;
 }
 
+/* A send queue slot is free once its completion has been polled: a program that keeps the
+ * queue full (post up to max_send_wr, wait for a completion event, poll, post more, as
+ * `ib_send_bw -e` does) must never see ENOMEM. Only every 100th WR is signalled; its completion
+ * frees it and the unsignalled WRs before it. Waiting on the completion channel matters: the program then
+ * wakes the moment the completion is published, while the adapter's own thread completes. */
+#define SQFULL_DEPTH 128 /* like perftest's default -t */
+#define SQFULL_EVERY 100 /* like perftest's CQ moderation */
+#define SQFULL_SIZE 65536
+#define SQFULL_TOTAL 3000
+static int section_sqfull(void) {
+  struct ibv_comp_channel *ch = ibv_create_comp_channel(A.ctx);
+  CHECK(ch, "ibv_create_comp_channel");
+  struct ibv_cq *cq = ibv_create_cq(A.ctx, 64, NULL, ch, 0);
+  if (!cq) ibv_destroy_comp_channel(ch);
+  CHECK(cq, "ibv_create_cq");
+  struct ibv_qp_init_attr ia = {.send_cq = cq, .recv_cq = cq,
+                                .cap = {.max_send_wr = SQFULL_DEPTH, .max_recv_wr = 1, .max_send_sge = 1, .max_recv_sge = 1},
+                                .qp_type = IBV_QPT_RC};
+  struct ibv_qp *qa = ibv_create_qp(A.pd, &ia);
+  ia.send_cq = ia.recv_cq = B.cq;
+  struct ibv_qp *qb = ibv_create_qp(B.pd, &ia);
+  int rc = qa && qb ? 0 : -1;
+  if (rc) {
+    fprintf(stderr, "FAIL sqfull: ibv_create_qp(max_send_wr 16): %s\n", strerror(errno));
+    g_failures++;
+  }
+  if (rc == 0) rc = connect_rc(&A, qa, &B, qb->qp_num) || connect_rc(&B, qb, &A, qa->qp_num) ? -1 : 0;
+  uint32_t depth = 0;
+  if (rc == 0) {
+    struct ibv_qp_attr at;
+    struct ibv_qp_init_attr got;
+    rc = ibv_query_qp(qa, &at, IBV_QP_CAP, &got);
+    depth = got.cap.max_send_wr;
+  }
+  const int total = SQFULL_TOTAL, every = SQFULL_EVERY;
+  int posted = 0, done = 0; /* done: WRs whose completion (or a later one) was polled */
+  unsigned events = 0;
+  uint64_t deadline = now_ms() + 30000;
+  while (rc == 0 && done < total) {
+    while (posted < total && (uint32_t)(posted - done) < depth) {
+      struct ibv_sge sge = {.addr = (uintptr_t)A.buf, .length = SQFULL_SIZE, .lkey = A.mr->lkey};
+      struct ibv_send_wr wr = {.wr_id = (uint64_t)posted, .sg_list = &sge, .num_sge = 1,
+                               .opcode = IBV_WR_RDMA_WRITE,
+                               .send_flags = (posted % every == every - 1 || posted == total - 1) ? IBV_SEND_SIGNALED : 0,
+                               .wr.rdma = {.remote_addr = (uintptr_t)B.buf, .rkey = B.mr->rkey}},
+                         *bad = NULL;
+      int prc = ibv_post_send(qa, &wr, &bad);
+      if (prc) {
+        fprintf(stderr,
+                "FAIL sqfull: ibv_post_send of WR %d returned %d (%s) with %d WRs outstanding, after polling the "
+                "completion of WR %d (send queue depth %u): a completion was visible before its WQE's slot was "
+                "released\n",
+                posted, prc, strerror(prc), posted - done, done - 1, depth);
+        g_failures++;
+        rc = -1;
+        break;
+      }
+      posted++;
+    }
+    if (rc) break;
+    struct ibv_wc wc[8];
+    int n = ibv_poll_cq(cq, 8, wc);
+    if (n == 0) {
+      /* Arm, re-check (a completion may have arrived before arming), then sleep on the channel. */
+      if (ibv_req_notify_cq(cq, 0)) {
+        fprintf(stderr, "FAIL sqfull: ibv_req_notify_cq\n");
+        g_failures++;
+        rc = -1;
+        break;
+      }
+      n = ibv_poll_cq(cq, 8, wc);
+      if (n == 0) {
+        struct pollfd pfd = {.fd = ch->fd, .events = POLLIN};
+        struct ibv_cq *ecq;
+        void *ectx;
+        if (poll(&pfd, 1, TIMEOUT_MS) != 1 || ibv_get_cq_event(ch, &ecq, &ectx) != 0) {
+          fprintf(stderr, "FAIL sqfull: no completion event within %d ms (%d of %d done)\n", TIMEOUT_MS, done,
+                  total);
+          g_failures++;
+          rc = -1;
+          break;
+        }
+        events++;
+        n = ibv_poll_cq(cq, 8, wc);
+      }
+    }
+    if (n < 0) {
+      fprintf(stderr, "FAIL sqfull: ibv_poll_cq returned %d\n", n);
+      g_failures++;
+      rc = -1;
+    }
+    for (int i = 0; i < n && rc == 0; i++) {
+      if (wc[i].status != IBV_WC_SUCCESS) {
+        fprintf(stderr, "FAIL sqfull: WR %" PRIu64 " completed with %s\n", wc[i].wr_id,
+                ibv_wc_status_str(wc[i].status));
+        g_failures++;
+        rc = -1;
+      }
+      done = (int)wc[i].wr_id + 1;
+    }
+    if (rc == 0 && now_ms() > deadline) {
+      fprintf(stderr, "FAIL sqfull: %d of %d WRs completed in 30 s\n", done, total);
+      g_failures++;
+      rc = -1;
+    }
+  }
+  note("send queue depth %u (asked %d): %d of %d WRs posted, %u completion events", depth, SQFULL_DEPTH, posted, total,
+       events);
+  if (rc != 0 && qa) {
+    /* Flush what is in flight before destroying. */
+    struct ibv_qp_attr err = {.qp_state = IBV_QPS_ERR};
+    ibv_modify_qp(qa, &err, IBV_QP_STATE);
+    struct ibv_wc wc[16];
+    uint64_t t = now_ms() + 1000;
+    while (now_ms() < t) ibv_poll_cq(cq, 16, wc);
+  }
+  int d1 = qa ? ibv_destroy_qp(qa) : 0, d2 = qb ? ibv_destroy_qp(qb) : 0;
+  ibv_ack_cq_events(cq, events);
+  int d3 = ibv_destroy_cq(cq), d4 = ibv_destroy_comp_channel(ch);
+  if (rc == 0) {
+    CHECK_RC(d1);
+    CHECK_RC(d2);
+    CHECK_RC(d3);
+    CHECK_RC(d4);
+  }
+  return rc;
+}
+
 /* Wrong use gets what rdma-core gives: an error code or NULL + errno, never a crash. */
 static int section_misuse(void) {
   struct ibv_port_attr pa;
@@ -845,14 +974,14 @@ int main(int argc, char **argv) {
       case 'g': g_gid_index = atoi(optarg); break;
       case 'v': g_verbose = true; break;
       default:
-        fprintf(stderr, "usage: %s [-d DEVICE] [-g GID_INDEX] [-v] [device rc atomic events ud ex misuse]\n",
+        fprintf(stderr, "usage: %s [-d DEVICE] [-g GID_INDEX] [-v] [device rc atomic events ud ex misuse sqfull]\n",
                 argv[0]);
         return 2;
     }
   }
   static const struct section sections[] = {
       {"device", check_device}, {"rc", section_rc},     {"atomic", section_atomic}, {"events", section_events},
-      {"ud", section_ud},       {"ex", section_ex},     {"misuse", section_misuse},
+      {"ud", section_ud},       {"ex", section_ex},     {"misuse", section_misuse}, {"sqfull", section_sqfull},
   };
   const size_t nsec = sizeof(sections) / sizeof(sections[0]);
   bool want[sizeof(sections) / sizeof(sections[0])];
