@@ -306,6 +306,9 @@ int destroy_qp(ibv_qp* ibqp) {
   if (ibqp == nullptr) return EINVAL;
   SrQp* qp = to_qp(ibqp);
   SrContext* ctx = qp->ctx;
+  // One full pass first: an acknowledgement the engine holds back (to leave with a reply) goes
+  // out now, or a peer whose last message we received would retransmit to a QP that is gone.
+  ctx->dev->progress();
   if (int rc = ctx->dev->destroy_qp(qp->q)) return rc;
   purge_cq(to_cq(ibqp->send_cq), ibqp->qp_num);
   if (ibqp->recv_cq != ibqp->send_cq) purge_cq(to_cq(ibqp->recv_cq), ibqp->qp_num);
