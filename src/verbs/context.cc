@@ -31,6 +31,8 @@ struct DeviceTable {
   std::vector<SrDevice*> devices;
 };
 
+std::atomic<DeviceTable*> g_table{nullptr};  // set once table() has read the configuration
+
 DeviceTable& table() {
   static DeviceTable* t = [] {
     auto* tab = new DeviceTable;
@@ -68,9 +70,23 @@ DeviceTable& table() {
       std::snprintf(d.ibdev_path, sizeof d.ibdev_path, "/sys/class/infiniband/%s", e.cfg.name.c_str());
       tab->devices.push_back(sd);
     }
+    g_table.store(tab, std::memory_order_release);
     return tab;
   }();
   return *t;
+}
+
+// A program that exits with contexts open never closes its adapters; they need no cleanup
+// except the statistics file each one publishes in /dev/shm. Only that is removed here: other
+// threads may still be inside the library while the process exits.
+[[gnu::destructor]] void remove_stats_files_at_exit() {
+  DeviceTable* t = g_table.load(std::memory_order_acquire);
+  if (t == nullptr) return;
+  for (SrDevice* sd : t->devices) {
+    std::unique_lock<std::mutex> g(sd->st->mu, std::try_to_lock);
+    if (g.owns_lock() && sd->st->device && !sd->st->device->stats_path().empty())
+      unlink(sd->st->device->stats_path().c_str());
+  }
 }
 
 SrDevice* find_device(ibv_device* d) {
