@@ -86,8 +86,8 @@ pingpong() {
     port=$PORT
     # shellcheck disable=SC2206  # the case string is a list of options
     local opts=(-d "$dev" -g 0 -p "$port" $c)
-    local server=("${VRUN[@]}" "$prog" "${opts[@]}")
-    local client=("${VRUN[@]}" "$prog" "${opts[@]}" 127.0.0.1)
+    local server=("${VRUN[@]}" stdbuf -oL "$prog" "${opts[@]}")
+    local client=("${VRUN[@]}" stdbuf -oL "$prog" "${opts[@]}" 127.0.0.1)
     local name="$prog $c"
     run_pair "$name" "$port" server client || continue
     local size iters

@@ -107,7 +107,7 @@ if command -v ibv_rc_pingpong >/dev/null; then
   free_port
   port=$PORT
   opts=(-d "$VERBS_DEVICE" -g 0 -p "$port" -s 4096 -n 100 -c)
-  server=(env "LD_PRELOAD=$lib" ibv_rc_pingpong "${opts[@]}")
+  server=(env "LD_PRELOAD=$lib" stdbuf -oL ibv_rc_pingpong "${opts[@]}")
   client=(env "LD_LIBRARY_PATH=$SOFTRDMA_LIBDIR" ibv_rc_pingpong "${opts[@]}" 127.0.0.1)
   run_pair "ibv_rc_pingpong: server LD_PRELOAD, client LD_LIBRARY_PATH" "$port" server client &&
     case_ok "ibv_rc_pingpong: server LD_PRELOAD, client LD_LIBRARY_PATH"
@@ -115,7 +115,7 @@ if command -v ibv_rc_pingpong >/dev/null; then
   free_port
   port=$PORT
   opts=(-d "$VERBS_DEVICE" -g 0 -p "$port" -s 16384 -n 100 -c)
-  server=("$SOFTRDMA_BIN" run --fault loss=2%,reorder=1%,dup=1%,seed=11 -- ibv_rc_pingpong "${opts[@]}")
+  server=("$SOFTRDMA_BIN" run --fault loss=2%,reorder=1%,dup=1%,seed=11 -- stdbuf -oL ibv_rc_pingpong "${opts[@]}")
   client=("$SOFTRDMA_BIN" run --fault loss=2%,reorder=1%,dup=1%,seed=12 -- ibv_rc_pingpong "${opts[@]}" 127.0.0.1)
   run_pair "ibv_rc_pingpong under --fault loss=2%" "$port" server client &&
     case_ok "ibv_rc_pingpong under --fault loss=2%,reorder=1%,dup=1%"

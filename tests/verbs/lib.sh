@@ -145,7 +145,7 @@ case_fail() {
   for f in "$@"; do show_log "$(basename "$f")" "$f"; done
 }
 
-# run_pair NAME PORT "SERVER CMD..." "CLIENT CMD...": runs a server in the background, waits until
+# run_pair NAME PORT SERVER_ARRAY CLIENT_ARRAY: runs a server in the background, waits until
 # it listens on PORT, runs the client (which is given the address as its last argument by the
 # caller), waits for both, and records the case. Afterwards SERVER_LOG / CLIENT_LOG hold the
 # output. Returns 0 when both exited 0.
@@ -185,8 +185,23 @@ run_pair() {
     kill -0 "$spid" 2>/dev/null || break
     sleep 0.05
   done
+  local hung=""
   if kill -0 "$spid" 2>/dev/null; then
     ((crc == 0)) && sleep 5  # a server that never returns is a failure, but allow a slow exit
+  fi
+  if kill -0 "$spid" 2>/dev/null; then
+    # Still running: record what its adapter is doing (retransmissions, timeouts) before
+    # stopping it. `softrdma stat` reads the counters the process publishes in /dev/shm.
+    hung=$VERBS_LOGDIR/$tag.server-stat.log
+    if [[ -n $SOFTRDMA_BIN ]]; then
+      local pids
+      pids=$(pgrep -g "$spid" | tr '\n' ' ')
+      {
+        echo "server still running ${SECONDS}s into the case; its processes: $pids"
+        timeout 5 "$SOFTRDMA_BIN" stat 2>&1 | awk -v pids=" $pids" '
+          /^[^ ]/ { show = index(pids, " " $3 " ") > 0 } show'
+      } >"$hung"
+    fi
     kill -TERM -- "-$spid" 2>/dev/null
   fi
   wait "$spid" 2>/dev/null
@@ -195,7 +210,8 @@ run_pair() {
   if ((crc != 0 || srv_rc != 0)); then
     local why="client exit $crc, server exit $srv_rc"
     ((crc == 124 || srv_rc == 124)) && why+=" (124 = killed by the ${VERBS_TIMEOUT}s timeout)"
-    case_fail "$name" "$why" "$SERVER_LOG" "$CLIENT_LOG"
+    [[ -n $hung ]] && why+=" (the server did not finish after the client had; stopped it)"
+    case_fail "$name" "$why" "$SERVER_LOG" "$CLIENT_LOG" ${hung:+"$hung"}
     return 1
   fi
   PAIR_SECONDS=$secs

@@ -43,8 +43,8 @@ for c in "${cases[@]}"; do
   port=$PORT
   # shellcheck disable=SC2206  # the case string is a list of options
   opts=(-d "$VERBS_DEVICE" -x 0 -F -p "$port" -n "$iters" $c)
-  server=("${VRUN[@]}" "$prog" "${opts[@]}")
-  client=("${VRUN[@]}" "$prog" "${opts[@]}" 127.0.0.1)
+  server=("${VRUN[@]}" stdbuf -oL "$prog" "${opts[@]}")
+  client=("${VRUN[@]}" stdbuf -oL "$prog" "${opts[@]}" 127.0.0.1)
   name="$prog $c -n $iters"
   run_pair "$name" "$port" server client || continue
   row=$(result_row "$CLIENT_LOG")
