@@ -537,9 +537,24 @@ void wr_set_inline_data(ibv_qp_ex* x, void* addr, size_t length) {
 }
 void wr_set_inline_data_list(ibv_qp_ex* x, size_t n, const ibv_data_buf* bufs) { set_inline(x, n, bufs); }
 
+// Work requests this adapter cannot build: the batch fails at wr_complete with EOPNOTSUPP
+// (a QP is never created with these send_ops_flags; this only keeps a stray call harmless).
+void fail_batch(ibv_qp_ex* x) {
+  WrBuilder& b = wb(x);
+  if (b.err == 0) b.err = EOPNOTSUPP;
+}
+void wr_bind_mw(ibv_qp_ex* x, ibv_mw*, uint32_t, const ibv_mw_bind_info*) { fail_batch(x); }
+void wr_local_inv(ibv_qp_ex* x, uint32_t) { fail_batch(x); }
+void wr_send_inv(ibv_qp_ex* x, uint32_t) { fail_batch(x); }
+void wr_send_tso(ibv_qp_ex* x, void*, uint16_t, uint16_t) { fail_batch(x); }
+void wr_set_xrc_srqn(ibv_qp_ex* x, uint32_t) { fail_batch(x); }
+void wr_atomic_write(ibv_qp_ex* x, uint32_t, uint64_t, const void*) { fail_batch(x); }
+
 }  // namespace
 
-void init_qp_ex_ops(SrQp* qp, uint64_t ops) {
+// Every entry is filled, whatever send_ops_flags asked for, so no ibv_wr_* call can jump
+// through a NULL pointer.
+void init_qp_ex_ops(SrQp* qp, uint64_t /*ops*/) {
   ibv_qp_ex& x = qp->qpx;
   x.comp_mask = 0;
   x.wr_start = wr_start;
@@ -550,13 +565,19 @@ void init_qp_ex_ops(SrQp* qp, uint64_t ops) {
   x.wr_set_inline_data = wr_set_inline_data;
   x.wr_set_inline_data_list = wr_set_inline_data_list;
   x.wr_set_ud_addr = wr_set_ud_addr;
-  if (ops & IBV_QP_EX_WITH_SEND) x.wr_send = wr_send;
-  if (ops & IBV_QP_EX_WITH_SEND_WITH_IMM) x.wr_send_imm = wr_send_imm;
-  if (ops & IBV_QP_EX_WITH_RDMA_WRITE) x.wr_rdma_write = wr_rdma_write;
-  if (ops & IBV_QP_EX_WITH_RDMA_WRITE_WITH_IMM) x.wr_rdma_write_imm = wr_rdma_write_imm;
-  if (ops & IBV_QP_EX_WITH_RDMA_READ) x.wr_rdma_read = wr_rdma_read;
-  if (ops & IBV_QP_EX_WITH_ATOMIC_CMP_AND_SWP) x.wr_atomic_cmp_swp = wr_atomic_cmp_swp;
-  if (ops & IBV_QP_EX_WITH_ATOMIC_FETCH_AND_ADD) x.wr_atomic_fetch_add = wr_atomic_fetch_add;
+  x.wr_send = wr_send;
+  x.wr_send_imm = wr_send_imm;
+  x.wr_rdma_write = wr_rdma_write;
+  x.wr_rdma_write_imm = wr_rdma_write_imm;
+  x.wr_rdma_read = wr_rdma_read;
+  x.wr_atomic_cmp_swp = wr_atomic_cmp_swp;
+  x.wr_atomic_fetch_add = wr_atomic_fetch_add;
+  x.wr_bind_mw = wr_bind_mw;
+  x.wr_local_inv = wr_local_inv;
+  x.wr_send_inv = wr_send_inv;
+  x.wr_send_tso = wr_send_tso;
+  x.wr_set_xrc_srqn = wr_set_xrc_srqn;
+  x.wr_atomic_write = wr_atomic_write;
 }
 
 }  // namespace softrdma::verbs
