@@ -356,6 +356,13 @@ unsigned int cq_read_wc_flags(ibv_cq_ex* x) { return to_cq(x)->cur.wc_flags; }
 uint32_t cq_read_slid(ibv_cq_ex* x) { return to_cq(x)->cur.slid; }
 uint8_t cq_read_sl(ibv_cq_ex* x) { return to_cq(x)->cur.sl; }
 uint8_t cq_read_dlid_path_bits(ibv_cq_ex* x) { return to_cq(x)->cur.dlid_path_bits; }
+// Fields no CQ is created with (their wc_flags are refused); they read as 0 rather than crash.
+uint64_t cq_read_zero64(ibv_cq_ex*) { return 0; }
+uint16_t cq_read_zero16(ibv_cq_ex*) { return 0; }
+uint32_t cq_read_zero32(ibv_cq_ex*) { return 0; }
+void cq_read_tm_info(ibv_cq_ex*, ibv_wc_tm_info* info) {
+  if (info != nullptr) *info = ibv_wc_tm_info{};
+}
 
 }  // namespace
 
@@ -375,6 +382,11 @@ void init_cq_ex_ops(SrCq* cq) {
   x.read_slid = cq_read_slid;
   x.read_sl = cq_read_sl;
   x.read_dlid_path_bits = cq_read_dlid_path_bits;
+  x.read_completion_ts = cq_read_zero64;
+  x.read_completion_wallclock_ns = cq_read_zero64;
+  x.read_cvlan = cq_read_zero16;
+  x.read_flow_tag = cq_read_zero32;
+  x.read_tm_info = cq_read_tm_info;
 }
 
 // ---- ibv_qp_ex: the ibv_wr_* builder -----------------------------------------------------------
