@@ -765,6 +765,14 @@ SR_EXPORT int sr_modify_qp_1_1(ibv_qp* ibqp, ibv_qp_attr* a, int mask) {
   if (rc != 0) return rc;
   if (mask & IBV_QP_STATE) {
     ibqp->state = a->qp_state;
+    if (a->qp_state == IBV_QPS_ERR && ibqp->srq != nullptr) {
+      // IBA 11.6.3.1: a QP on an SRQ that enters Error reports its last WQE (consumers wait
+      // for it before destroying the QP). The responder holds no WQE across this call.
+      ibv_async_event ev{};
+      ev.element.qp = ibqp;
+      ev.event_type = IBV_EVENT_QP_LAST_WQE_REACHED;
+      push_async_event(qp->ctx, ev);
+    }
     if (a->qp_state == IBV_QPS_RESET) {
       purge_cq(to_cq(ibqp->send_cq), ibqp->qp_num);
       if (ibqp->recv_cq != ibqp->send_cq) purge_cq(to_cq(ibqp->recv_cq), ibqp->qp_num);
