@@ -168,6 +168,21 @@ inline int poll_wc(SrCq* cq, Wc* out, int n) {
 
 namespace {
 
+// Device::post_send, with one retry of a full send queue after the engine lock has been taken
+// once: a completion can become visible (and wake a waiting poller) a moment before the
+// engine releases its WQE slot, so a program that polled that completion may legitimately
+// post into the slot and find it still taken.
+inline int post_to_device(SrQp* qp, const SendWr* wrs, size_t n, size_t* bad) {
+  int rc = qp->dev->post_send(qp->q, wrs, n, bad);
+  if (rc == ENOMEM) [[unlikely]] {
+    size_t done = *bad;
+    qp->dev->progress();  // waits for whoever completes work to finish with the queue
+    rc = qp->dev->post_send(qp->q, wrs + done, n - done, bad);
+    *bad += done;
+  }
+  return rc;
+}
+
 // A list of work requests: converted and posted kBatch at a time.
 [[gnu::noinline]] int post_send_list(SrQp* qp, ibv_send_wr* wr, ibv_send_wr** bad, bool ud) {
   while (wr != nullptr) {
@@ -184,7 +199,7 @@ namespace {
     }
     if (n > 0) {
       size_t b = 0;
-      int rc = qp->dev->post_send(qp->q, batch.get(), static_cast<size_t>(n), &b);
+      int rc = post_to_device(qp, batch.get(), static_cast<size_t>(n), &b);
       if (rc != 0) {
         *bad = src[b];
         return rc;
@@ -212,7 +227,7 @@ int post_send(ibv_qp* ibqp, ibv_send_wr* wr, ibv_send_wr** bad) {
     return EINVAL;
   }
   size_t b = 0;
-  int rc = qp->dev->post_send(qp->q, w.get(), 1, &b);
+  int rc = post_to_device(qp, w.get(), 1, &b);
   if (rc != 0) *bad = wr;
   return rc;
 }
@@ -451,7 +466,7 @@ int wr_complete(ibv_qp_ex* x) {
       b.out.push_back(w);
     }
     size_t bad = 0;
-    rc = qp->dev->post_send(qp->q, b.out.data(), b.out.size(), &bad);
+    rc = post_to_device(qp, b.out.data(), b.out.size(), &bad);
   } else if (rc == 0) {
     // Nothing to post: still report a QP that cannot send (IBA: posting in RESET/INIT/RTR).
     QpState s = qp->q->state();
