@@ -210,7 +210,13 @@ run_pair() {
   if ((crc != 0 || srv_rc != 0)); then
     local why="client exit $crc, server exit $srv_rc"
     ((crc == 124 || srv_rc == 124)) && why+=" (124 = killed by the ${VERBS_TIMEOUT}s timeout)"
-    [[ -n $hung ]] && why+=" (the server did not finish after the client had; stopped it)"
+    if [[ -n $hung ]]; then
+      if ((crc == 0)); then
+        why+=" (the server did not finish after the client had; stopped it)"
+      else
+        why+=" (the server was still waiting for the failed client; stopped it)"
+      fi
+    fi
     case_fail "$name" "$why" "$SERVER_LOG" "$CLIENT_LOG" ${hung:+"$hung"}
     return 1
   fi
