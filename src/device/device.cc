@@ -275,7 +275,7 @@ void Device::try_progress() {
   auto& mu = engine_->mutex();
   if (!mu.try_lock()) return;
   pending_.store(false, std::memory_order_seq_cst);
-  engine_->progress(/*defer_acks=*/true);
+  engine_->progress();
   after_progress();
   wake_if_needed();
   mu.unlock();

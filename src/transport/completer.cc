@@ -291,19 +291,20 @@ void completer_retire(Engine& e, Qp& qp) {
   while (qp.sq.retired() < qp.sq.produced()) {
     SendWqe& w = qp.sq.at(qp.sq.retired());
     if (!w.acked && !w.failed) break;
-    if (w.failed || w.flags & kSignaled || qp.sq_sig_all) {
-      Wc wc{};
-      wc.wr_id = w.wr_id;
-      wc.status = w.failed ? w.status : WcStatus::kSuccess;
-      wc.opcode = wc_opcode(w.opcode);
-      wc.byte_len = w.length;
-      wc.qp_num = qp.qpn;
-      e.complete(qp.send_cq, wc, false);
-    }
+    bool report = w.failed || w.flags & kSignaled || qp.sq_sig_all;
+    Wc wc{};
+    wc.wr_id = w.wr_id;
+    wc.status = w.failed ? w.status : WcStatus::kSuccess;
+    wc.opcode = wc_opcode(w.opcode);
+    wc.byte_len = w.length;
+    wc.qp_num = qp.qpn;
     if (is_rd_atomic(w.opcode) && w.started && qp.req.inflight_rd_atomic > 0) qp.req.inflight_rd_atomic--;
     bool failed = w.failed, started = w.started;
     uint32_t end_psn = psn_add(w.first_psn, w.npkts);
+    // The slot is free before the completion is visible: a consumer that polls it and posts
+    // again at once must find room (the WQE is not touched after this).
     qp.sq.retire();
+    if (report) e.complete(qp.send_cq, wc, false);
     // A go-back may have pointed the requester at a WQE that has since been answered in full
     // (late responses): it resumes after it.
     if (qp.req.next < qp.sq.retired()) {

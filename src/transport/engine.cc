@@ -137,10 +137,7 @@ void Engine::tx_flush() {
   tx_count_ = 0;
 }
 
-void Engine::complete(queue::CompletionQueue* cq, const Wc& wc, bool solicited) {
-  ++completions_;
-  cq->push(wc, solicited);
-}
+void Engine::complete(queue::CompletionQueue* cq, const Wc& wc, bool solicited) { cq->push(wc, solicited); }
 
 void Engine::set_error(Qp& qp) {
   activate(qp);
@@ -159,8 +156,8 @@ void Engine::flush_errors(Qp& qp) {
     wc.wr_id = w.wr_id;
     wc.status = w.failed ? w.status : WcStatus::kWrFlushErr;
     wc.qp_num = qp.qpn;
+    qp.sq.retire();  // free the slot before the completion is visible
     complete(qp.send_cq, wc, false);
-    qp.sq.retire();
   }
   qp.req.next = qp.sq.retired();
   qp.req.offset = 0;
@@ -174,8 +171,8 @@ void Engine::flush_errors(Qp& qp) {
       wc.status = WcStatus::kWrFlushErr;
       wc.opcode = WcOpcode::kRecv;
       wc.qp_num = qp.qpn;
-      complete(qp.recv_cq, wc, false);
       rq.retire();
+      complete(qp.recv_cq, wc, false);
     }
   }
   if (qp.resp.in_send) {
@@ -192,7 +189,7 @@ void Engine::flush_errors(Qp& qp) {
   qp.error_pending = false;
 }
 
-void Engine::run_send(Qp& qp, bool defer_fresh_acks) {
+void Engine::run_send(Qp& qp) {
   QpState s = qp.state.load(std::memory_order_acquire);
   if (s == QpState::kErr) {
     if (qp.error_pending || qp.sq.retired() < qp.sq.produced() ||
@@ -201,7 +198,7 @@ void Engine::run_send(Qp& qp, bool defer_fresh_acks) {
     return;
   }
   if (qp.resp.serving) responder_run(*this, qp);
-  if (qp.resp.ack_pending && !(defer_fresh_acks && qp.resp.ack_pass == pass_)) responder_flush_ack(*this, qp);
+  if (qp.resp.ack_pending) responder_flush_ack(*this, qp);
   if (qp.req.next < qp.sq.produced()) requester_run(*this, qp);
   if (qp.responder_error) {
     qp.responder_error = false;
@@ -247,9 +244,7 @@ void Engine::run_timers(uint64_t now, uint64_t* next) {
   earliest_timer_ = *next;
 }
 
-uint64_t Engine::progress(bool defer_acks) {
-  ++pass_;
-  uint64_t completions_before = completions_;
+uint64_t Engine::progress() {
   uint32_t budget = cfg_.rx_budget;
   while (budget > 0) {
     size_t want = std::min<size_t>(rx_.size(), budget);
@@ -260,7 +255,6 @@ uint64_t Engine::progress(bool defer_acks) {
   }
   // Everything the received packets made due (ACKs, READ responses, window space) goes out in
   // this pass, batched with the requests posted meanwhile.
-  bool defer = defer_acks && completions_ != completions_before;
   if (doorbell_any_.exchange(false, std::memory_order_acquire)) {
     for (Qp* qp : qps_)
       if (qp->doorbell.exchange(false, std::memory_order_relaxed)) activate(*qp);
@@ -270,7 +264,7 @@ uint64_t Engine::progress(bool defer_acks) {
   active_.clear();
   for (Qp* qp : active_scratch_) qp->on_active_list = false;
   for (Qp* qp : active_scratch_) {
-    run_send(*qp, defer);
+    run_send(*qp);
     if (qp->has_send_work() || qp->error_pending) activate(*qp);
   }
   active_scratch_.clear();

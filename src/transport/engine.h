@@ -71,11 +71,7 @@ class Engine {
   uint32_t qp_window() const { return qp_window_; }
 
   // One pass of progress (lock held). Returns the absolute time of the next timer, 0 = none.
-  // With defer_acks (the caller is about to look at its CQ), ACKs made due by requests that
-  // completed something in this pass wait for the next engine entry, so the application sees
-  // its completion one sendmmsg sooner; a reply it posts then carries the ACK in the same batch.
-  uint64_t progress(bool defer_acks = false);
-  uint64_t pass() const { return pass_; }
+  uint64_t progress();
   // Progress after a post: runs the requester of qp only, then flushes (lock held).
   void kick(Qp* qp);
 
@@ -118,7 +114,7 @@ class Engine {
  private:
   void receive(link::RxFrame& f);
   void run_timers(uint64_t now, uint64_t* next);
-  void run_send(Qp& qp, bool defer_fresh_acks = false);
+  void run_send(Qp& qp);
   void flush_errors(Qp& qp);
 
   std::mutex mu_;
@@ -133,8 +129,6 @@ class Engine {
   uint64_t earliest_timer_ = 0;
   uint32_t rc_qps_ = 0;
   uint32_t qp_window_ = 0;
-  uint64_t pass_ = 1;
-  uint64_t completions_ = 0;
   uint32_t qpn_base_;
   std::vector<Qp*> qp_table_;  // indexed by qpn - qpn_base_
   std::vector<Qp*> qps_;       // live QPs

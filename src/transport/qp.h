@@ -209,7 +209,6 @@ class Qp {
     uint32_t msn = 0;        // message sequence number of the last completed request
     bool nak_sent = false;   // a NAK for epsn is out; stay quiet until epsn moves
     bool ack_pending = false;
-    uint64_t ack_pass = 0;  // the engine pass that made the ACK due
     uint8_t ack_syndrome = 0;
     uint32_t ack_psn = 0;
     // SEND in progress: the receive WQE it lands in, copied out of the (shared) receive queue

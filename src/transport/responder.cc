@@ -29,11 +29,8 @@ constexpr uint32_t kGrhSize = 40;
 
 uint32_t packets_for(uint32_t len, uint32_t mtu) { return len == 0 ? 1 : (len + mtu - 1) / mtu; }
 
-// A coalesced ACK, sent at the end of the pass (or of the next one, see Engine::progress).
-void request_ack(Engine& e, Qp& qp) {
-  qp.resp.ack_pending = true;
-  qp.resp.ack_pass = e.pass();
-}
+// A coalesced ACK: one per QP at the end of the pass, covering every request it received.
+void request_ack(Qp& qp) { qp.resp.ack_pending = true; }
 
 void emit_ack(Engine& e, Qp& qp, uint8_t syndrome, uint32_t psn) {
   const wire::OpcodeInfo& info = wire::opcode_info(wire::kRcAck);
@@ -200,7 +197,7 @@ void duplicate(Engine& e, Qp& qp, const wire::PacketView& p) {
     return;
   }
   // SEND / WRITE: acknowledge again, coalesced with whatever else is due.
-  if (p.ackreq || info.any(wire::kLast)) request_ack(e, qp);
+  if (p.ackreq || info.any(wire::kLast)) request_ack(qp);
 }
 
 // Checks shared by RC and UC: message continuity and payload length rules (IBA 9.7.5.1.2,
@@ -386,7 +383,7 @@ void rc_receive(Engine& e, Qp& qp, const wire::PacketView& p) {
   if (info.any(wire::kLast)) r.msn = psn_add(r.msn, 1);
   r.epsn = psn_add(r.epsn, 1);
   r.nak_sent = false;
-  if (p.ackreq) request_ack(e, qp);
+  if (p.ackreq) request_ack(qp);
 }
 
 // UC: no ACKs and no retransmission; a message that lost a packet is dropped whole and the
