@@ -28,9 +28,19 @@ TEST_P(SelfLoopTest, SendWriteReadAtomicToItself) {
     s->mr = dev->reg_mr(s->pd, s->buf.data(), s->buf.size(), o.access, &e);
     ASSERT_TRUE(s->qp && s->mr);
   }
-  // connect() wants a unique_ptr per side; lend the device to both and take it back after.
+  // connect() wants a unique_ptr per side; lend the device to both. The guard, destroyed
+  // before the sides (on every exit path), takes the loan back and closes the device while
+  // both buffers still exist.
   a.dev.reset(dev.release());
   b.dev.reset(a.dev.get());
+  struct Loan {
+    Side& a;
+    Side& b;
+    ~Loan() {
+      (void)b.dev.release();
+      a.dev.reset();
+    }
+  } loan{a, b};
   connect(a, b, o, 100, 200);
   connect(b, a, o, 200, 100);
   fill(a.buf, 0, 5000, 1);
@@ -61,8 +71,6 @@ TEST_P(SelfLoopTest, SendWriteReadAtomicToItself) {
   ASSERT_EQ(got.size(), 1u);
   EXPECT_EQ(got[0].status, WcStatus::kSuccess);
   EXPECT_EQ(0, std::memcmp(a.buf.data(), a.buf.data() + 20000, 5000));
-  (void)b.dev.release();  // owned by a
-  a.dev.reset();          // close it (and its thread) while both buffers still exist
 }
 
 INSTANTIATE_TEST_SUITE_P(Families, SelfLoopTest, ::testing::Values("127.0.0.1", "::1"),
