@@ -342,9 +342,7 @@ Mr* Device::reg_mr(Pd* pd, void* addr, size_t length, uint32_t access, int* err,
     return nullptr;
   }
   pd->refs++;
-  std::lock_guard<std::mutex> g(objects_mu_);
-  mrs_.push_back(std::move(mr));
-  return mrs_.back().get();
+  return keep(mrs_, std::move(mr));
 }
 
 int Device::dereg_mr(Mr* mr) {
@@ -367,9 +365,7 @@ Cq* Device::create_cq(uint32_t min_entries, queue::CompletionChannel* channel, v
   }
   auto cq = std::make_unique<Cq>(min_entries, channel, user_context);
   cq->dev = this;
-  std::lock_guard<std::mutex> g(objects_mu_);
-  cqs_.push_back(std::move(cq));
-  return cqs_.back().get();
+  return keep(cqs_, std::move(cq));
 }
 
 int Device::destroy_cq(Cq* cq) {
@@ -400,9 +396,7 @@ Srq* Device::create_srq(Pd* pd, uint32_t max_wr, uint32_t max_sge, int* err) {
   auto srq = std::make_unique<Srq>(max_wr, max_sge);
   srq->pd = pd;
   pd->refs++;
-  std::lock_guard<std::mutex> g(objects_mu_);
-  srqs_.push_back(std::move(srq));
-  return srqs_.back().get();
+  return keep(srqs_, std::move(srq));
 }
 
 int Device::destroy_srq(Srq* srq) {
@@ -440,9 +434,7 @@ AddressHandle* Device::create_ah(Pd* pd, const AddressVector& av, int* err) {
   ah->av = av;
   ah->dst = wire::Endpoint{av.dgid, cfg_.port};
   pd->refs++;
-  std::lock_guard<std::mutex> g(objects_mu_);
-  ahs_.push_back(std::move(ah));
-  return ahs_.back().get();
+  return keep(ahs_, std::move(ah));
 }
 
 int Device::destroy_ah(AddressHandle* ah) {
@@ -489,9 +481,7 @@ QueuePair* Device::create_qp(Pd* pd, const QpInitAttr& init, int* err) {
   init.send_cq->refs++;
   init.recv_cq->refs++;
   if (init.srq) init.srq->refs++;
-  std::lock_guard<std::mutex> g(objects_mu_);
-  qps_.push_back(std::move(qp));
-  return qps_.back().get();
+  return keep(qps_, std::move(qp));
 }
 
 int Device::modify_qp(QueuePair* qpair, const QpAttr& a, uint32_t mask, const char** why) {

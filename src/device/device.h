@@ -244,6 +244,13 @@ class Device {
   void wake_if_needed();
   void after_progress();  // engine lock held: events that a pass may have caused
   int post_one_send(QueuePair* qp, const SendWr& wr);
+  // Takes ownership of a new object under the objects lock; returns it.
+  template <typename T>
+  T* keep(std::vector<std::unique_ptr<T>>& v, std::unique_ptr<T> obj) {
+    std::lock_guard<std::mutex> g(objects_mu_);
+    v.push_back(std::move(obj));
+    return v.back().get();
+  }
 
   DeviceConfig cfg_;
   DeviceAttr attr_;
