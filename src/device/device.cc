@@ -730,14 +730,8 @@ int Device::rereg_mr(Mr* mr, Pd* pd, void* addr, size_t length, uint64_t iova, u
     // The entry changes in place and keeps its keys, as HCAs do (a re-registration through a
     // UMR keeps the mkey): peers holding the rkey keep using it.
     std::lock_guard<std::mutex> eg(engine_->mutex());
-    auto* e = const_cast<mem::Entry*>(engine_->mrs().find(mr->lkey));
-    if (e == nullptr) return EINVAL;
-    e->iova = iova;
-    e->length = length;
-    e->host = static_cast<uint8_t*>(addr);
-    e->pd = pd->handle;
-    e->access = access;
-    e->type = type;
+    if (!engine_->mrs().modify(mr->lkey, pd->handle, static_cast<uint8_t*>(addr), iova, length, access, type))
+      return EINVAL;
   }
   if (pd != mr->pd) {
     pd->refs++;

@@ -1,6 +1,7 @@
 #include "mem/mr_table.h"
 
 #include <array>
+#include <cstring>
 #include <random>
 
 namespace softrdma::mem {
@@ -13,13 +14,59 @@ std::string_view name(KeyError e) {
   return i < kNames.size() ? kNames[i] : "unknown";
 }
 
+uint16_t acl_of(uint32_t access) {
+  // Local read is implied by every registration (IBA 10.6.3.1).
+  uint16_t a = kAclLocalRead;
+  if (access & kLocalWrite) a |= kAclLocalWrite;
+  if (access & kRemoteRead) a |= kAclRemoteRead;
+  if (access & kRemoteWrite) a |= kAclRemoteWrite;
+  if (access & kRemoteAtomic) a |= kAclRemoteAtomic;
+  if (access & kMwBind) a |= kAclWindowBind;
+  return a;
+}
+
+uint64_t Translation::chunk(uint64_t at, uint8_t** out) const {
+  const Entry& e = *entry;
+  uint64_t left = length - at;
+  if (e.xlate == XlateControl::kDirect) {
+    *out = e.host + offset + at;
+    return left;
+  }
+  // FIG. 12: offset from the region start -> page index -> page address + offset in page.
+  uint64_t off = e.first_offset + offset + at;
+  uint64_t mask = (uint64_t{1} << e.page_shift) - 1;
+  *out = e.table->page(off >> e.page_shift) + (off & mask);
+  uint64_t in_page = mask + 1 - (off & mask);
+  return left < in_page ? left : in_page;
+}
+
+void Translation::store(const uint8_t* src) const {
+  for (uint64_t at = 0; at < length;) {
+    uint8_t* host;
+    uint64_t n = chunk(at, &host);
+    std::memcpy(host, src + at, n);
+    at += n;
+  }
+}
+
+uint8_t Translation::parts(iovec* out, uint8_t max) const {
+  uint8_t n = 0;
+  for (uint64_t at = 0; at < length; ++n) {
+    if (n == max) return 0;
+    uint8_t* host;
+    uint64_t len = chunk(at, &host);
+    out[n] = {host, len};
+    at += len;
+  }
+  return n;
+}
+
 MrTable::MrTable(uint32_t max_entries) : max_entries_(max_entries) {
   entries_.reserve(1024);
   entries_.emplace_back();  // index 0 is never handed out: key 0 is always invalid
 }
 
-uint32_t MrTable::add(uint32_t pd, uint8_t* host, uint64_t iova, uint64_t length, uint32_t access,
-                      EntryType type) {
+uint32_t MrTable::claim() {
   uint32_t index;
   if (!free_.empty()) {
     index = free_.back();
@@ -35,15 +82,83 @@ uint32_t MrTable::add(uint32_t pd, uint8_t* host, uint64_t iova, uint64_t length
   }
   Entry& e = entries_[index];
   e.instance = static_cast<uint8_t>(e.instance + 1);
-  e.iova = iova;
-  e.length = length;
-  e.host = host;
-  e.pd = pd;
-  e.access = access;
-  e.type = type;
+  e.seq++;
   e.valid = true;
   ++live_;
+  return index;
+}
+
+void MrTable::set_translation(Entry& e, uint8_t* host, uint64_t length) {
+  e.host = host;
+  e.table_ref.reset();
+  e.table = nullptr;
+  e.first_offset = 0;
+  e.page_shift = 12;
+  // Huge pages are only worth asking the kernel about for regions that could span one.
+  if (length >= (uint64_t{2} << 20)) e.page_shift = page_shift_of(host);
+  uint64_t page = uint64_t{1} << e.page_shift;
+  uint64_t mask = page - 1;
+  if (host == nullptr || (reinterpret_cast<uintptr_t>(host) & mask) + length <= page) {
+    e.xlate = XlateControl::kDirect;  // within one page: nothing to translate
+    return;
+  }
+  // Memory is virtually contiguous in this process, but it is translated through page lists
+  // like scattered memory, so both paths are the same code (FIG. 12).
+  e.table_ref = PageTable::contiguous(host, length, e.page_shift);
+  e.table = e.table_ref.get();
+  e.xlate = e.table->order();
+  e.first_offset = static_cast<uint32_t>(reinterpret_cast<uintptr_t>(host) & mask);
+}
+
+uint32_t MrTable::add(uint32_t pd, uint8_t* host, uint64_t iova, uint64_t length, uint32_t access,
+                      EntryType type) {
+  uint32_t index = claim();
+  if (index == 0) return 0;
+  Entry& e = entries_[index];
+  e.iova = iova;
+  e.length = length;
+  e.pd = pd;
+  e.access = access;
+  e.acl = acl_of(access);
+  e.type = type;
+  set_translation(e, host, length);
   return (index << 8) | e.instance;
+}
+
+uint32_t MrTable::add_table(uint32_t pd, std::shared_ptr<const PageTable> table, uint32_t first_offset,
+                            uint64_t iova, uint64_t length, uint32_t access, EntryType type) {
+  if (table == nullptr || first_offset + length > (table->pages() << table->page_shift())) return 0;
+  uint32_t index = claim();
+  if (index == 0) return 0;
+  Entry& e = entries_[index];
+  e.iova = iova;
+  e.length = length;
+  e.pd = pd;
+  e.access = access;
+  e.acl = acl_of(access);
+  e.type = type;
+  e.xlate = table->order();
+  e.page_shift = table->page_shift();
+  e.first_offset = first_offset;
+  e.host = table->page(0) + first_offset;
+  e.table = table.get();
+  e.table_ref = std::move(table);
+  return (index << 8) | e.instance;
+}
+
+bool MrTable::modify(uint32_t key, uint32_t pd, uint8_t* host, uint64_t iova, uint64_t length,
+                     uint32_t access, EntryType type) {
+  if (find(key) == nullptr) return false;
+  Entry& e = entries_[index_of(key)];
+  e.iova = iova;
+  e.length = length;
+  e.pd = pd;
+  e.access = access;
+  e.acl = acl_of(access);
+  e.type = type;
+  e.seq++;
+  set_translation(e, host, length);
+  return true;
 }
 
 bool MrTable::remove(uint32_t key) {
@@ -52,6 +167,8 @@ bool MrTable::remove(uint32_t key) {
   Entry& e = entries_[index];
   if (!e.valid || e.instance != static_cast<uint8_t>(key)) return false;
   e.valid = false;
+  e.table = nullptr;
+  e.table_ref.reset();  // the page list lives on while another entry shares it (FIG. 14)
   free_.push_back(index);
   --live_;
   return true;
@@ -77,18 +194,24 @@ KeyError MrTable::check(uint32_t key, uint32_t pd, uint64_t addr, uint64_t lengt
   // Zero-based regions are addressed by offset; others by the address they were registered at.
   uint64_t start = e.type == EntryType::kZeroBasedRegion ? 0 : e.iova;
   if (addr < start || length > e.length || addr - start > e.length - length) return KeyError::kOutOfBounds;
-  uint32_t needed = 0;
+  uint16_t needed = 0;
   switch (need) {
-    case Need::kLocalRead: needed = 0; break;
-    case Need::kLocalWrite: needed = kLocalWrite; break;
-    case Need::kRemoteRead: needed = kRemoteRead; break;
-    case Need::kRemoteWrite: needed = kRemoteWrite; break;
-    case Need::kRemoteAtomic: needed = kRemoteAtomic; break;
+    case Need::kLocalRead: needed = kAclLocalRead; break;
+    case Need::kLocalWrite: needed = kAclLocalWrite; break;
+    case Need::kRemoteRead: needed = kAclRemoteRead; break;
+    case Need::kRemoteWrite: needed = kAclRemoteWrite; break;
+    case Need::kRemoteAtomic: needed = kAclRemoteAtomic; break;
   }
-  if ((e.access & needed) != needed) return KeyError::kNoAccess;
+  if ((e.acl & needed) != needed) return KeyError::kNoAccess;
   if (out != nullptr) {
-    out->host = e.host + (addr - start);
     out->entry = &e;
+    out->offset = addr - start;
+    out->length = length;
+    if (length == 0 || e.xlate == XlateControl::kDirect) {
+      out->host = e.host + out->offset;
+    } else {
+      out->chunk(0, &out->host);
+    }
   }
   return KeyError::kOk;
 }

@@ -39,21 +39,30 @@ bool gather(Engine& e, Qp& qp, uint64_t index, uint32_t offset, uint32_t len, io
         *status = local_status(err);
         return false;
       }
-      if (*nparts == max_parts) {
-        // More pieces than a frame gathers: copy them all into the bounce buffer instead.
-        uint32_t copied = 0;
-        for (uint8_t k = 0; k < *nparts; ++k) {
-          std::memcpy(bounce + copied, out[k].iov_base, out[k].iov_len);
-          copied += static_cast<uint32_t>(out[k].iov_len);
+      // The range may cross pages of an indirectly translated region (FIG. 12): one part each.
+      for (uint64_t at = 0; at < take;) {
+        uint8_t* host;
+        uint32_t n = static_cast<uint32_t>(t.chunk(at, &host));
+        at += n;
+        if (*nparts == max_parts) {
+          // More pieces than a frame gathers: copy them all into the bounce buffer instead.
+          uint32_t copied = 0;
+          for (uint8_t k = 0; k < *nparts; ++k) {
+            std::memcpy(bounce + copied, out[k].iov_base, out[k].iov_len);
+            copied += static_cast<uint32_t>(out[k].iov_len);
+          }
+          out[0] = {bounce, copied};
+          *nparts = 1;
         }
-        out[0] = {bounce, copied};
-        *nparts = 1;
-      }
-      if (*nparts == 1 && out[0].iov_base == bounce) {
-        std::memcpy(static_cast<uint8_t*>(out[0].iov_base) + out[0].iov_len, t.host, take);
-        out[0].iov_len += take;
-      } else {
-        out[(*nparts)++] = {t.host, take};
+        if (*nparts == 1 && out[0].iov_base == bounce) {
+          std::memcpy(static_cast<uint8_t*>(out[0].iov_base) + out[0].iov_len, host, n);
+          out[0].iov_len += n;
+        } else if (*nparts > 0 && static_cast<uint8_t*>(out[*nparts - 1].iov_base) + out[*nparts - 1].iov_len ==
+                                      host) {
+          out[*nparts - 1].iov_len += n;  // adjacent pages: still one part
+        } else {
+          out[(*nparts)++] = {host, n};
+        }
       }
       offset += take;
       len -= take;
@@ -81,7 +90,7 @@ bool scatter(Engine& e, uint32_t pd, const Sge* sg, uint32_t nsge, uint64_t offs
         *status = local_status(err);
         return false;
       }
-      std::memcpy(t.host, data, take);
+      t.store(data);
       data += take;
       offset += take;
       len -= take;

@@ -91,15 +91,11 @@ void fail_recv(Engine& e, Qp& qp, WcStatus status, WcOpcode op) {
 
 // Resolves [va, va+len) of rkey for a remote access, after the QP's own remote access flags.
 mem::KeyError remote_check(Engine& e, Qp& qp, uint32_t rkey, uint64_t va, uint32_t len, mem::Need need,
-                           uint8_t** host) {
+                           mem::Translation* t) {
   uint32_t qp_flag = need == mem::Need::kRemoteRead    ? mem::kRemoteRead
                      : need == mem::Need::kRemoteWrite ? mem::kRemoteWrite
                                                        : mem::kRemoteAtomic;
-  if (!(qp.attr.access & qp_flag)) return mem::KeyError::kNoAccess;
-  mem::Translation t;
-  mem::KeyError err = e.mrs().check(rkey, qp.pd, va, len, need, &t);
-  if (err == mem::KeyError::kOk) *host = t.host;
-  return err;
+  return (qp.attr.access & qp_flag) ? e.mrs().check(rkey, qp.pd, va, len, need, t) : mem::KeyError::kNoAccess;
 }
 
 // Sends READ responses for [va, va+len) starting at psn, read from registered memory now.
@@ -114,13 +110,13 @@ void serve_read(Engine& e, Qp& qp, uint32_t psn, uint64_t va, uint32_t rkey, uin
                      : i + 1 == npkts    ? wire::kRcReadRespLast
                                          : wire::kRcReadRespMiddle;
     const wire::OpcodeInfo& info = wire::opcode_info(opcode);
-    uint8_t* host = nullptr;
-    if (chunk > 0 && remote_check(e, qp, rkey, va + off, chunk, mem::Need::kRemoteRead, &host) != mem::KeyError::kOk) {
-      // The region went away between packets: the rest is not sent; the requester times out.
+    mem::Translation t;
+    // The region went away between packets: the rest is not sent; the requester times out.
+    if (chunk > 0 && remote_check(e, qp, rkey, va + off, chunk, mem::Need::kRemoteRead, &t) != mem::KeyError::kOk)
       return;
-    }
     TxSlot* s = e.tx_begin();
-    if (chunk > 0) s->frame.parts[s->frame.nparts++] = {host, chunk};
+    // One part per page touched (FIG. 12): an MTU spans at most two pages.
+    if (chunk > 0) s->frame.nparts += t.parts(s->frame.parts + s->frame.nparts, link::kMaxTxParts - 2);
     wire::BthFields b;
     b.opcode = opcode;
     b.dqpn = qp.attr.dest_qpn;
@@ -177,8 +173,8 @@ void duplicate(Engine& e, Qp& qp, const wire::PacketView& p) {
       if (into < 0 || static_cast<uint32_t>(into) >= res.npkts) continue;
       // Re-served only within the original request's PSN range, through the same checks.
       if (packets_for(len, mtu) > res.npkts - static_cast<uint32_t>(into)) return;
-      uint8_t* host;
-      if (len > 0 && remote_check(e, qp, rkey, va, len, mem::Need::kRemoteRead, &host) != mem::KeyError::kOk) return;
+      mem::Translation t;
+      if (len > 0 && remote_check(e, qp, rkey, va, len, mem::Need::kRemoteRead, &t) != mem::KeyError::kOk) return;
       qp.stats->read_resends++;
       serve_read(e, qp, p.psn, va, rkey, len);
       return;
@@ -262,9 +258,9 @@ uint8_t execute_message(Engine& e, Qp& qp, const wire::PacketView& p, bool rc) {
     uint32_t rkey = static_cast<uint32_t>(p.get(wire::kReth, wire::reth::rkey));
     uint32_t len = static_cast<uint32_t>(p.get(wire::kReth, wire::reth::dmalen));
     if (len > kMaxMessage) return kNakInvReq;
-    uint8_t* host;
+    mem::Translation t;
     // IBA C9-88: a zero-length WRITE needs no valid R_Key.
-    if (len > 0 && remote_check(e, qp, rkey, va, len, mem::Need::kRemoteWrite, &host) != mem::KeyError::kOk)
+    if (len > 0 && remote_check(e, qp, rkey, va, len, mem::Need::kRemoteWrite, &t) != mem::KeyError::kOk)
       return kNakAccess;
     r.in_write = true;
     r.write_va = va;
@@ -279,14 +275,14 @@ uint8_t execute_message(Engine& e, Qp& qp, const wire::PacketView& p, bool rc) {
   bool imm = info.is(wire::kWithImm);
   if (last && imm && !take_recv(qp)) return kRnrNak;  // before any byte of this packet lands
   if (p.payload_len > 0) {
-    uint8_t* host;
-    if (remote_check(e, qp, r.write_rkey, r.write_va, p.payload_len, mem::Need::kRemoteWrite, &host) !=
+    mem::Translation t;
+    if (remote_check(e, qp, r.write_rkey, r.write_va, p.payload_len, mem::Need::kRemoteWrite, &t) !=
         mem::KeyError::kOk) {
       r.in_write = false;
       if (last && imm) fail_recv(e, qp, WcStatus::kRemAccessErr, WcOpcode::kRecvRdmaWithImm);
       return kNakAccess;
     }
-    std::memcpy(host, p.payload, p.payload_len);
+    t.store(p.payload);
   }
   r.write_va += p.payload_len;
   r.write_remaining -= p.payload_len;
@@ -333,8 +329,8 @@ void rc_receive(Engine& e, Qp& qp, const wire::PacketView& p) {
     uint32_t rkey = static_cast<uint32_t>(p.get(wire::kReth, wire::reth::rkey));
     uint32_t len = static_cast<uint32_t>(p.get(wire::kReth, wire::reth::dmalen));
     if (len > kMaxMessage) return fatal_nak(e, qp, kNakInvReq, p.psn);
-    uint8_t* host;
-    if (len > 0 && remote_check(e, qp, rkey, va, len, mem::Need::kRemoteRead, &host) != mem::KeyError::kOk)
+    mem::Translation t;
+    if (len > 0 && remote_check(e, qp, rkey, va, len, mem::Need::kRemoteRead, &t) != mem::KeyError::kOk)
       return fatal_nak(e, qp, kNakAccess, p.psn);
     ResponderResource& res = new_resource(qp);
     res.psn = p.psn;
@@ -349,10 +345,13 @@ void rc_receive(Engine& e, Qp& qp, const wire::PacketView& p) {
     uint64_t va = p.get(wire::kAtmEth, wire::atmeth::va);
     uint32_t rkey = static_cast<uint32_t>(p.get(wire::kAtmEth, wire::atmeth::rkey));
     if (va & 7) return fatal_nak(e, qp, kNakInvReq, p.psn);  // IBA C9-?: atomics are 8-byte aligned
-    uint8_t* host;
-    if (remote_check(e, qp, rkey, va, 8, mem::Need::kRemoteAtomic, &host) != mem::KeyError::kOk)
+    mem::Translation t;
+    if (remote_check(e, qp, rkey, va, 8, mem::Need::kRemoteAtomic, &t) != mem::KeyError::kOk)
       return fatal_nak(e, qp, kNakAccess, p.psn);
-    std::atomic_ref<uint64_t> target(*reinterpret_cast<uint64_t*>(host));
+    // The target must be one aligned word in memory (an iova that is aligned may not be).
+    if (t.chunk(0, &t.host) != 8 || (reinterpret_cast<uintptr_t>(t.host) & 7))
+      return fatal_nak(e, qp, kNakInvReq, p.psn);
+    std::atomic_ref<uint64_t> target(*reinterpret_cast<uint64_t*>(t.host));
     uint64_t operand = p.get(wire::kAtmEth, wire::atmeth::swap_add);
     uint64_t orig;
     if (info.is(wire::kCompSwap)) {

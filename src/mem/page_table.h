@@ -1,0 +1,47 @@
+// Address translation tables (seed 002, FIG. 12-14): page lists that map a region's page index
+// to the process address of that page. First order: one list. Second order: a directory of
+// lists, each one page of pointers (kListEntries). Lookup is O(1) in both: one or two loads.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+namespace softrdma::mem {
+
+// Address-translation control of FIG. 13.
+enum class XlateControl : uint8_t { kDirect, kIndirect1, kIndirect2 };
+
+class PageTable {
+ public:
+  static constexpr uint32_t kListShift = 9;  // 512 pointers: one 4 KiB page of page list
+  static constexpr uint32_t kListEntries = 1u << kListShift;
+
+  // Builds the table for `pages` (each 1 << page_shift bytes, in region order); the order is
+  // chosen by size: up to one page list is first order, more is second order.
+  static std::shared_ptr<PageTable> build(const std::vector<uint8_t*>& pages, uint8_t page_shift);
+  // The pages of process memory [host, host+length) at page size 1 << page_shift.
+  static std::shared_ptr<PageTable> contiguous(uint8_t* host, uint64_t length, uint8_t page_shift);
+
+  XlateControl order() const { return order_; }
+  uint8_t page_shift() const { return page_shift_; }
+  uint64_t pages() const { return npages_; }
+  // Process address of page `i` (i < pages()).
+  uint8_t* page(uint64_t i) const {
+    if (order_ == XlateControl::kIndirect1) return lists_[0][i];
+    return lists_[i >> kListShift][i & (kListEntries - 1)];
+  }
+
+ private:
+  XlateControl order_ = XlateControl::kIndirect1;
+  uint8_t page_shift_ = 12;
+  uint64_t npages_ = 0;
+  std::vector<std::vector<uint8_t*>> lists_;  // order 1: one list; order 2: the directory
+};
+
+// log2 of the page size backing `addr`: the KernelPageSize of its mapping in /proc/self/smaps
+// (hugetlbfs mappings report 2 MiB / 1 GiB), 12 when unknown. Transparent huge pages report 4 KiB
+// and may be split at any time, so they are translated at 4 KiB.
+uint8_t page_shift_of(const void* addr);
+
+}  // namespace softrdma::mem
