@@ -66,7 +66,8 @@ void BM_MrCheckStaleKey(benchmark::State& state) {
   const uint32_t key = tb.keys[3] ^ 1;
   mem::Translation tr;
   for (auto _ : state) {
-    auto e = tb.t.check(key, 1, reinterpret_cast<uint64_t>(tb.mem.data()) + 3 * 4096, 8, mem::Need::kRemoteWrite, &tr);
+    auto e = tb.t.check(key, 1, reinterpret_cast<uint64_t>(tb.mem.data()) + 3 * 4096, 8,
+                        mem::Need::kRemoteWrite, &tr);
     benchmark::DoNotOptimize(e);
   }
   state.SetItemsProcessed(static_cast<int64_t>(state.iterations()));

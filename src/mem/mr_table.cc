@@ -7,9 +7,11 @@
 namespace softrdma::mem {
 
 std::string_view name(KeyError e) {
+  // clang-format off
   static constexpr std::array<std::string_view, 7> kNames = {
       "ok", "invalid key", "wrong entry type", "wrong protection domain", "stale key instance",
       "out of bounds", "access not granted"};
+  // clang-format on
   auto i = static_cast<size_t>(e);
   return i < kNames.size() ? kNames[i] : "unknown";
 }
@@ -35,7 +37,7 @@ uint64_t Translation::chunk(uint64_t at, uint8_t** out) const {
   // FIG. 12: offset from the region start -> page index -> page address + offset in page.
   uint64_t off = e.first_offset + offset + at;
   uint64_t mask = (uint64_t{1} << e.page_shift) - 1;
-  *out = e.table->page(off >> e.page_shift) + (off & mask);
+  *out = PageTable::page(e.xlate, e.xlate_ptr, off >> e.page_shift) + (off & mask);
   uint64_t in_page = mask + 1 - (off & mask);
   return left < in_page ? left : in_page;
 }
@@ -63,6 +65,7 @@ uint8_t Translation::parts(iovec* out, uint8_t max) const {
 
 MrTable::MrTable(uint32_t max_entries) : max_entries_(max_entries) {
   entries_.reserve(1024);
+  tables_.emplace_back();
   entries_.emplace_back();  // index 0 is never handed out: key 0 is always invalid
 }
 
@@ -75,6 +78,7 @@ uint32_t MrTable::claim() {
     if (entries_.size() >= max_entries_) return 0;
     index = static_cast<uint32_t>(entries_.size());
     entries_.emplace_back();
+    tables_.emplace_back();
     // A random first instance makes keys differ from run to run, so a peer holding a key of a
     // previous process on this address is refused rather than served.
     static thread_local std::minstd_rand rng{std::random_device{}()};
@@ -88,10 +92,11 @@ uint32_t MrTable::claim() {
   return index;
 }
 
-void MrTable::set_translation(Entry& e, uint8_t* host, uint64_t length) {
+void MrTable::set_translation(uint32_t index, uint8_t* host, uint64_t length) {
+  Entry& e = entries_[index];
   e.host = host;
-  e.table_ref.reset();
-  e.table = nullptr;
+  tables_[index].reset();
+  e.xlate_ptr = nullptr;
   e.first_offset = 0;
   e.page_shift = 12;
   // Huge pages are only worth asking the kernel about for regions that could span one.
@@ -104,9 +109,9 @@ void MrTable::set_translation(Entry& e, uint8_t* host, uint64_t length) {
   }
   // Memory is virtually contiguous in this process, but it is translated through page lists
   // like scattered memory, so both paths are the same code (FIG. 12).
-  e.table_ref = PageTable::contiguous(host, length, e.page_shift);
-  e.table = e.table_ref.get();
-  e.xlate = e.table->order();
+  tables_[index] = PageTable::contiguous(host, length, e.page_shift);
+  e.xlate_ptr = tables_[index]->pointer();
+  e.xlate = tables_[index]->order();
   e.first_offset = static_cast<uint32_t>(reinterpret_cast<uintptr_t>(host) & mask);
 }
 
@@ -121,7 +126,7 @@ uint32_t MrTable::add(uint32_t pd, uint8_t* host, uint64_t iova, uint64_t length
   e.access = access;
   e.acl = acl_of(access);
   e.type = type;
-  set_translation(e, host, length);
+  set_translation(index, host, length);
   return (index << 8) | e.instance;
 }
 
@@ -141,8 +146,8 @@ uint32_t MrTable::add_table(uint32_t pd, std::shared_ptr<const PageTable> table,
   e.page_shift = table->page_shift();
   e.first_offset = first_offset;
   e.host = table->page(0) + first_offset;
-  e.table = table.get();
-  e.table_ref = std::move(table);
+  e.xlate_ptr = table->pointer();
+  tables_[index] = std::move(table);
   return (index << 8) | e.instance;
 }
 
@@ -157,7 +162,7 @@ bool MrTable::modify(uint32_t key, uint32_t pd, uint8_t* host, uint64_t iova, ui
   e.acl = acl_of(access);
   e.type = type;
   e.seq++;
-  set_translation(e, host, length);
+  set_translation(index_of(key), host, length);
   return true;
 }
 
@@ -167,8 +172,8 @@ bool MrTable::remove(uint32_t key) {
   Entry& e = entries_[index];
   if (!e.valid || e.instance != static_cast<uint8_t>(key)) return false;
   e.valid = false;
-  e.table = nullptr;
-  e.table_ref.reset();  // the page list lives on while another entry shares it (FIG. 14)
+  e.xlate_ptr = nullptr;
+  tables_[index].reset();  // the page list lives on while another entry shares it (FIG. 14)
   free_.push_back(index);
   --live_;
   return true;
@@ -196,11 +201,21 @@ KeyError MrTable::check(uint32_t key, uint32_t pd, uint64_t addr, uint64_t lengt
   if (addr < start || length > e.length || addr - start > e.length - length) return KeyError::kOutOfBounds;
   uint16_t needed = 0;
   switch (need) {
-    case Need::kLocalRead: needed = kAclLocalRead; break;
-    case Need::kLocalWrite: needed = kAclLocalWrite; break;
-    case Need::kRemoteRead: needed = kAclRemoteRead; break;
-    case Need::kRemoteWrite: needed = kAclRemoteWrite; break;
-    case Need::kRemoteAtomic: needed = kAclRemoteAtomic; break;
+    case Need::kLocalRead:
+      needed = kAclLocalRead;
+      break;
+    case Need::kLocalWrite:
+      needed = kAclLocalWrite;
+      break;
+    case Need::kRemoteRead:
+      needed = kAclRemoteRead;
+      break;
+    case Need::kRemoteWrite:
+      needed = kAclRemoteWrite;
+      break;
+    case Need::kRemoteAtomic:
+      needed = kAclRemoteAtomic;
+      break;
   }
   if ((e.acl & needed) != needed) return KeyError::kNoAccess;
   if (out != nullptr) {

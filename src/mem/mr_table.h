@@ -10,8 +10,8 @@
 // Not thread-safe: the engine serialises all access (registration happens under its lock).
 #pragma once
 
-#include <cstdint>
 #include <sys/uio.h>
+#include <cstdint>
 
 #include <memory>
 #include <vector>
@@ -36,24 +36,25 @@ enum Acl : uint16_t {
 };
 uint16_t acl_of(uint32_t access);
 
+// Ordered and sized (56 bytes) so that a lookup touches one cache line most of the time.
 struct Entry {
   uint64_t iova = 0;  // address of the first byte as the consumer names it
   uint64_t length = 0;
+  // Address translation (FIG. 12/13): control, page size, pointer. Direct: `host` is the process
+  // address of the first byte. Indirect: the first byte is `first_offset` into page 0 of the
+  // table at `xlate_ptr` (PageTable::pointer(), possibly shared with other entries, FIG. 14).
+  uint8_t* host = nullptr;
+  const void* xlate_ptr = nullptr;
   uint32_t pd = 0;
   uint32_t access = 0;  // verbs flags as registered (reported back by the verbs layer)
-  uint16_t acl = 0;     // FIG. 13 access control bits, checked per packet
+  uint32_t seq = 0;     // stored sequence number (FIG. 13), bumped on every (re-)registration
+  uint32_t first_offset = 0;
+  uint16_t acl = 0;  // FIG. 13 access control bits, checked per packet
   uint8_t instance = 0;
   EntryType type = EntryType::kRegion;
   bool valid = false;
-  uint32_t seq = 0;  // stored sequence number (FIG. 13), bumped on every (re-)registration
-  // Address translation (FIG. 12/13): control, page size, pointer. Direct: `host` is the process
-  // address of the first byte. Indirect: the first byte is `first_offset` into page 0 of `table`.
   XlateControl xlate = XlateControl::kDirect;
   uint8_t page_shift = 12;
-  uint32_t first_offset = 0;
-  uint8_t* host = nullptr;
-  const PageTable* table = nullptr;       // hot-path copy of `table_ref`
-  std::shared_ptr<const PageTable> table_ref;  // shared between entries (FIG. 14)
 };
 
 // A validated range: `offset` bytes into `entry`, `length` long. chunk() walks it in pieces
@@ -95,7 +96,8 @@ class MrTable {
   // Validation in the order of FIG. 15 (local) / FIG. 18 (remote): valid, type, PD, instance,
   // bounds, access. A zero-length access is validated too; callers that may skip it (IBA
   // C9-88: zero-length RDMA needs no valid R_Key) do so themselves.
-  KeyError check(uint32_t key, uint32_t pd, uint64_t addr, uint64_t length, Need need, Translation* out) const;
+  KeyError check(uint32_t key, uint32_t pd, uint64_t addr, uint64_t length, Need need,
+                 Translation* out) const;
 
   size_t live() const { return live_; }
 
@@ -103,9 +105,10 @@ class MrTable {
 
  private:
   uint32_t claim();
-  static void set_translation(Entry& e, uint8_t* host, uint64_t length);
+  void set_translation(uint32_t index, uint8_t* host, uint64_t length);
 
   std::vector<Entry> entries_;
+  std::vector<std::shared_ptr<const PageTable>> tables_;  // keeps each entry's table alive
   std::vector<uint32_t> free_;
   uint32_t max_entries_;
   size_t live_ = 0;

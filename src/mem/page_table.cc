@@ -20,6 +20,7 @@ std::shared_ptr<PageTable> PageTable::build(const std::vector<uint8_t*>& pages, 
     t->lists_.emplace_back(pages.begin() + static_cast<std::ptrdiff_t>(i),
                            pages.begin() + static_cast<std::ptrdiff_t>(i + n));
   }
+  for (const auto& l : t->lists_) t->dir_.push_back(l.data());
   return t;
 }
 

@@ -26,17 +26,24 @@ class PageTable {
   XlateControl order() const { return order_; }
   uint8_t page_shift() const { return page_shift_; }
   uint64_t pages() const { return npages_; }
-  // Process address of page `i` (i < pages()).
-  uint8_t* page(uint64_t i) const {
-    if (order_ == XlateControl::kIndirect1) return lists_[0][i];
-    return lists_[i >> kListShift][i & (kListEntries - 1)];
+  // The address-translation pointer of FIG. 13: the page list (first order) or the directory of
+  // page lists (second order), so that an entry reaches a page in one or two loads.
+  const void* pointer() const {
+    return order_ == XlateControl::kIndirect1 ? lists_[0].data() : static_cast<const void*>(dir_.data());
   }
+  // Process address of page `i` of a table at `pointer` (i < pages()).
+  static uint8_t* page(XlateControl order, const void* pointer, uint64_t i) {
+    if (order == XlateControl::kIndirect1) return static_cast<uint8_t* const*>(pointer)[i];
+    return static_cast<uint8_t* const* const*>(pointer)[i >> kListShift][i & (kListEntries - 1)];
+  }
+  uint8_t* page(uint64_t i) const { return page(order_, pointer(), i); }
 
  private:
   XlateControl order_ = XlateControl::kIndirect1;
   uint8_t page_shift_ = 12;
   uint64_t npages_ = 0;
-  std::vector<std::vector<uint8_t*>> lists_;  // order 1: one list; order 2: the directory
+  std::vector<std::vector<uint8_t*>> lists_;  // order 1: one list; order 2: one per directory slot
+  std::vector<uint8_t* const*> dir_;          // order 2: the directory
 };
 
 // log2 of the page size backing `addr`: the KernelPageSize of its mapping in /proc/self/smaps

@@ -56,7 +56,8 @@ TEST(MrTableProperty, NoAccessEscapesItsRegion) {
       for (size_t p = 0; p < r.pages; ++p) r.scattered.push_back(r.map + kPage + p * kPage);
       std::shuffle(r.scattered.begin(), r.scattered.end(), rng);
       r.first_offset = static_cast<uint32_t>(skip);
-      r.key = t.add_table(r.pd, PageTable::build(r.scattered, 12), r.first_offset, r.iova, r.length, access, type);
+      r.key = t.add_table(r.pd, PageTable::build(r.scattered, 12), r.first_offset, r.iova, r.length, access,
+                          type);
     }
     ASSERT_NE(r.key, 0u);
     regions.push_back(r);
@@ -69,9 +70,14 @@ TEST(MrTableProperty, NoAccessEscapesItsRegion) {
     const Region& r = regions[rng() % regions.size()];
     uint32_t key = r.key;
     switch (rng() % 8) {
-      case 0: key ^= 1 + rng() % 255; break;  // stale instance
-      case 1: key = static_cast<uint32_t>(rng()); break;
-      default: break;
+      case 0:
+        key ^= 1 + rng() % 255;
+        break;  // stale instance
+      case 1:
+        key = static_cast<uint32_t>(rng());
+        break;
+      default:
+        break;
     }
     uint32_t pd = rng() % 5 == 0 ? 1 + rng() % 3 : r.pd;
     uint64_t start = r.iova == 0 ? 0 : r.iova;
