@@ -10,6 +10,7 @@
 #include <cstring>
 
 #include "link/udp_link.h"
+#include "mem/pin.h"
 
 namespace softrdma {
 
@@ -332,12 +333,19 @@ Mr* Device::reg_mr(Pd* pd, void* addr, size_t length, uint32_t access, int* err,
   mr->iova = iova.value_or(reinterpret_cast<uint64_t>(addr));
   mr->access = access;
   mem::EntryType type = (access & mem::kZeroBased) ? mem::EntryType::kZeroBasedRegion : mem::EntryType::kRegion;
+  // Ordinary regions stay resident while registered (seed 001); ENOMEM over RLIMIT_MEMLOCK and
+  // EFAULT for unmapped memory, as ibv_reg_mr on a real device.
+  if (!(access & mem::kOnDemand)) {
+    if ((*err = mem::pin(addr, length)) != 0) return nullptr;
+    mr->pinned = true;
+  }
   {
     std::lock_guard<std::mutex> g(engine_->mutex());
     mr->lkey = mr->rkey =
         engine_->mrs().add(pd->handle, static_cast<uint8_t*>(addr), mr->iova, length, access, type);
   }
   if (mr->lkey == 0) {
+    if (mr->pinned) mem::unpin(addr, length);
     *err = ENOMEM;
     return nullptr;
   }
@@ -352,6 +360,7 @@ int Device::dereg_mr(Mr* mr) {
     std::lock_guard<std::mutex> eg(engine_->mutex());
     engine_->mrs().remove(mr->lkey);
   }
+  if (mr->pinned) mem::unpin(mr->addr, mr->length);
   mr->pd->refs--;
   erase_owned(mrs_, mr);
   return 0;
@@ -726,13 +735,21 @@ int Device::rereg_mr(Mr* mr, Pd* pd, void* addr, size_t length, uint64_t iova, u
   std::lock_guard<std::mutex> g(objects_mu_);
   if (!owns(mrs_, mr)) return EINVAL;
   mem::EntryType type = (access & mem::kZeroBased) ? mem::EntryType::kZeroBasedRegion : mem::EntryType::kRegion;
+  // The new range is pinned before the old one is let go, so shared pages never drop out.
+  bool pin = !(access & mem::kOnDemand);
+  if (pin)
+    if (int rc = mem::pin(addr, length)) return rc;
   {
     // The entry changes in place and keeps its keys, as HCAs do (a re-registration through a
     // UMR keeps the mkey): peers holding the rkey keep using it.
     std::lock_guard<std::mutex> eg(engine_->mutex());
-    if (!engine_->mrs().modify(mr->lkey, pd->handle, static_cast<uint8_t*>(addr), iova, length, access, type))
+    if (!engine_->mrs().modify(mr->lkey, pd->handle, static_cast<uint8_t*>(addr), iova, length, access, type)) {
+      if (pin) mem::unpin(addr, length);
       return EINVAL;
+    }
   }
+  if (mr->pinned) mem::unpin(mr->addr, mr->length);
+  mr->pinned = pin;
   if (pd != mr->pd) {
     pd->refs++;
     mr->pd->refs--;

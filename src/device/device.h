@@ -105,6 +105,7 @@ struct Mr {
   uint32_t access;
   uint32_t lkey;
   uint32_t rkey;
+  bool pinned = false;  // mlock'ed for its lifetime (mem/pin.h)
 };
 
 struct Cq : queue::CompletionQueue {
