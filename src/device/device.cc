@@ -353,6 +353,31 @@ Mr* Device::reg_mr(Pd* pd, void* addr, size_t length, uint32_t access, int* err,
   return keep(mrs_, std::move(mr));
 }
 
+Mr* Device::reg_mr_pages(Pd* pd, const std::vector<void*>& pages, uint8_t page_shift, uint64_t iova,
+                         size_t length, uint32_t access, int* err) {
+  *err = EINVAL;
+  if (pd == nullptr || pages.empty() || page_shift < 12 || page_shift > 30) return nullptr;
+  if ((access & (mem::kRemoteWrite | mem::kRemoteAtomic)) && !(access & mem::kLocalWrite)) return nullptr;
+  std::vector<uint8_t*> list;
+  for (void* p : pages) list.push_back(static_cast<uint8_t*>(p));
+  auto mr = std::make_unique<Mr>();
+  mr->pd = pd;
+  mr->addr = pages[0];
+  mr->length = length;
+  mr->iova = iova;
+  mr->access = access;
+  mem::EntryType type = (access & mem::kZeroBased) ? mem::EntryType::kZeroBasedRegion : mem::EntryType::kRegion;
+  {
+    std::lock_guard<std::mutex> g(engine_->mutex());
+    auto table = mem::PageTable::build(list, page_shift);
+    mr->lkey = mr->rkey = engine_->mrs().add_table(pd->handle, table, 0, iova, length, access, type);
+  }
+  if (mr->lkey == 0) return nullptr;  // longer than the pages, or the table is full
+  *err = 0;
+  pd->refs++;
+  return keep(mrs_, std::move(mr));
+}
+
 int Device::dereg_mr(Mr* mr) {
   std::lock_guard<std::mutex> g(objects_mu_);
   if (!owns(mrs_, mr)) return EINVAL;
@@ -743,7 +768,8 @@ int Device::rereg_mr(Mr* mr, Pd* pd, void* addr, size_t length, uint64_t iova, u
     // The entry changes in place and keeps its keys, as HCAs do (a re-registration through a
     // UMR keeps the mkey): peers holding the rkey keep using it.
     std::lock_guard<std::mutex> eg(engine_->mutex());
-    if (!engine_->mrs().modify(mr->lkey, pd->handle, static_cast<uint8_t*>(addr), iova, length, access, type)) {
+    auto* host = static_cast<uint8_t*>(addr);
+    if (!engine_->mrs().modify(mr->lkey, pd->handle, host, iova, length, access, type)) {
       if (pin) mem::unpin(addr, length);
       return EINVAL;
     }

@@ -185,6 +185,11 @@ class Device {
   // Registers [addr, addr+length) for access through iova (== addr unless given).
   Mr* reg_mr(Pd* pd, void* addr, size_t length, uint32_t access, int* err,
              std::optional<uint64_t> iova = std::nullopt);
+  // Registers pages that lie anywhere in memory as one region of `length` bytes at iova, through
+  // a page list (seed 002 FIG. 12): page i holds bytes [i << page_shift, (i+1) << page_shift).
+  // Not pinned: the caller keeps the pages mapped while registered.
+  Mr* reg_mr_pages(Pd* pd, const std::vector<void*>& pages, uint8_t page_shift, uint64_t iova, size_t length,
+                   uint32_t access, int* err);
   int dereg_mr(Mr* mr);
 
   Cq* create_cq(uint32_t min_entries, queue::CompletionChannel* channel, void* user_context, int* err);
