@@ -161,6 +161,9 @@ Device::~Device() {
     thread_.join();
   }
   if (wake_fd_ >= 0) close(wake_fd_);
+  // Regions still registered go with the device, as a closed context releases its pinned memory.
+  for (const auto& m : mrs_)
+    if (m->pinned) mem::unpin(m->addr, m->length);
 }
 
 PortAttr Device::port_attr() const {

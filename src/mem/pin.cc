@@ -1,5 +1,6 @@
 #include "mem/pin.h"
 
+#include <pthread.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
 #include <unistd.h>
@@ -39,6 +40,13 @@ bool mapped(uintptr_t lo, uintptr_t hi) {
 // re-locks what the others still cover.
 std::mutex g_mu;
 std::vector<std::pair<uintptr_t, uintptr_t>> g_pinned;
+
+// A forked child inherits no memory locks (mlock(2)), so it starts with an empty list.
+[[maybe_unused]] const int g_atfork = pthread_atfork([] { g_mu.lock(); }, [] { g_mu.unlock(); },
+                                                     [] {
+                                                       g_pinned.clear();
+                                                       g_mu.unlock();
+                                                     });
 
 }  // namespace
 
