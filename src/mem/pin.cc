@@ -3,6 +3,7 @@
 #include <pthread.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -36,6 +37,10 @@ bool mapped(uintptr_t lo, uintptr_t hi) {
   return true;
 }
 
+// The system calls themselves: AddressSanitizer turns the mlock/munlock wrappers into no-ops.
+int sys_mlock(uintptr_t a, size_t n) { return static_cast<int>(syscall(SYS_mlock, a, n)); }
+int sys_munlock(uintptr_t a, size_t n) { return static_cast<int>(syscall(SYS_munlock, a, n)); }
+
 // Every pinned range of the process (all devices): mlock does not nest, so unpinning one range
 // re-locks what the others still cover.
 std::mutex g_mu;
@@ -55,7 +60,7 @@ int pin(const void* addr, size_t length) {
   uintptr_t lo, hi;
   page_range(addr, length, &lo, &hi);
   std::lock_guard<std::mutex> g(g_mu);
-  if (mlock(reinterpret_cast<void*>(lo), hi - lo) == 0) {
+  if (sys_mlock(lo, hi - lo) == 0) {
     g_pinned.emplace_back(lo, hi);
     return 0;
   }
@@ -84,10 +89,10 @@ void unpin(const void* addr, size_t length) {
   auto it = std::find(g_pinned.begin(), g_pinned.end(), std::make_pair(lo, hi));
   if (it == g_pinned.end()) return;
   g_pinned.erase(it);
-  munlock(reinterpret_cast<void*>(lo), hi - lo);
+  sys_munlock(lo, hi - lo);
   for (auto [l, h] : g_pinned) {
     uintptr_t a = std::max(l, lo), b = std::min(h, hi);
-    if (a < b) mlock(reinterpret_cast<void*>(a), b - a);  // was locked before: within the limit
+    if (a < b) sys_mlock(a, b - a);  // was locked before: within the limit
   }
 }
 
