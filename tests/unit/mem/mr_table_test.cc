@@ -219,5 +219,24 @@ TEST(MrTableXlate, ReRegistrationKeepsKeyAndRebuildsTable) {
   EXPECT_EQ(12, page_shift_of(g.base));
 }
 
+// hugetlbfs-backed memory is translated at its real page size (skipped without huge pages).
+TEST(MrTableXlate, HugePagesUseTheirPageSize) {
+  const size_t n = 4 << 20;
+  void* p = mmap(nullptr, n, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_HUGETLB, -1, 0);
+  if (p == MAP_FAILED) GTEST_SKIP() << "no huge pages configured (vm.nr_hugepages)";
+  auto* host = static_cast<uint8_t*>(p);
+  host[0] = 1;  // fault one page in so smaps lists the mapping's page size
+  MrTable t;
+  uint32_t key = t.add(1, host, addr_of(host), n, kLocalWrite);
+  EXPECT_EQ(t.find(key)->page_shift, 21);
+  EXPECT_EQ(t.find(key)->xlate, XlateControl::kIndirect1);
+  Translation tr;
+  ASSERT_EQ(KeyError::kOk, t.check(key, 1, addr_of(host) + (2 << 20) - 100, 200, Need::kLocalWrite, &tr));
+  uint8_t* q;
+  EXPECT_EQ(tr.chunk(0, &q), 100u);  // the boundary is at 2 MiB, not at 4 KiB
+  EXPECT_EQ(q, host + (2 << 20) - 100);
+  munmap(p, n);
+}
+
 }  // namespace
 }  // namespace softrdma::mem
