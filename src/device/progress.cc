@@ -1,0 +1,242 @@
+// The device's datapath entry points: the progress thread, inline progress from post and poll
+// with the engine-lock handoff, and posting work requests. (device.cc holds object lifetimes.)
+#include <poll.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+
+#include "device/device.h"
+
+namespace softrdma {
+
+namespace {
+
+// While the application polled within this window, the background thread leaves the socket to
+// the application's thread instead of waking for every packet (a wake-up costs 20-25 us).
+constexpr uint64_t kAppActiveNs = 200'000;
+// How long the background thread keeps polling after the last packet it received.
+constexpr uint64_t kLingerNs = 50'000;
+
+}  // namespace
+
+// ---- progress ---------------------------------------------------------------------------
+
+void Device::thread_main() {
+  auto& mu = engine_->mutex();
+  uint64_t linger_until = 0;
+  auto sleep_until = [&](uint64_t until, bool on_link) {
+    pollfd fds[2] = {{wake_fd_, POLLIN, 0}, {engine_->link().fd(), POLLIN, 0}};
+    uint64_t now = transport::now_ns();
+    timespec ts{}, *tsp = nullptr;
+    if (until != 0) {
+      uint64_t d = until > now ? until - now : 0;
+      ts.tv_sec = static_cast<time_t>(d / 1000000000ull);
+      ts.tv_nsec = static_cast<long>(d % 1000000000ull);
+      tsp = &ts;
+    }
+    if (!pending_.load()) ppoll(fds, on_link ? 2 : 1, tsp, nullptr);
+    thread_wakes_at_.store(transport::now_ns(), std::memory_order_relaxed);
+    if (fds[0].revents & POLLIN) {
+      uint64_t v;
+      ssize_t r = read(wake_fd_, &v, sizeof v);
+      (void)r;
+    }
+  };
+  while (!stop_.load(std::memory_order_acquire)) {
+    uint64_t now = transport::now_ns();
+    uint64_t last_poll = last_app_poll_.load(std::memory_order_relaxed);
+    if (!cfg_.busy_poll && now - last_poll < kAppActiveNs && !pending_.load()) {
+      // The application is polling and makes progress (timers included) on its own thread:
+      // stay off the lock and the socket until it stops, instead of competing with it.
+      uint64_t until = last_poll + kAppActiveNs;
+      thread_wakes_at_.store(until, std::memory_order_seq_cst);
+      sleep_until(until, false);
+      continue;
+    }
+    uint64_t next;
+    bool received;
+    {
+      std::lock_guard<std::mutex> g(mu);
+      pending_.store(false);
+      uint64_t before = engine_->counters().rx_packets;
+      next = engine_->progress();
+      received = engine_->counters().rx_packets != before;
+      after_progress();
+    }
+    if (cfg_.busy_poll) continue;
+    now = transport::now_ns();
+    // While packets keep coming and nobody else polls, stay awake a little: the next request
+    // of a one-sided stream usually arrives within microseconds, and a wake-up costs 20-25 us.
+    if (received) linger_until = now + kLingerNs;
+    if (now < linger_until) continue;
+    thread_wakes_at_.store(next, std::memory_order_seq_cst);
+    // A post that armed an earlier timer after progress() returned must not be slept through.
+    uint64_t earliest;
+    {
+      std::lock_guard<std::mutex> g(mu);
+      earliest = engine_->earliest_timer();
+    }
+    if (earliest != 0 && (next == 0 || earliest < next)) next = earliest;
+    sleep_until(next, true);
+  }
+}
+
+void Device::wake_if_needed() {
+  if (!thread_.joinable()) return;
+  uint64_t earliest = engine_->earliest_timer();
+  uint64_t wakes = thread_wakes_at_.load(std::memory_order_seq_cst);
+  if (earliest != 0 && (wakes == 0 || earliest < wakes)) {
+    thread_wakes_at_.store(earliest, std::memory_order_relaxed);
+    uint64_t one = 1;
+    ssize_t r = write(wake_fd_, &one, sizeof one);
+    (void)r;
+  }
+}
+
+// Work left by a thread that could not take the engine lock is done by whoever holds it next:
+// the holder re-checks pending_ after unlocking (the flag and the lock form a Dekker pair, hence
+// the sequentially consistent accesses).
+void Device::after_unlock() {
+  while (pending_.load(std::memory_order_seq_cst)) {
+    auto& mu = engine_->mutex();
+    if (!mu.try_lock()) return;
+    pending_.store(false, std::memory_order_seq_cst);
+    engine_->progress();
+    after_progress();
+    wake_if_needed();
+    mu.unlock();
+  }
+}
+
+void Device::kick(transport::Qp* qp) {
+  auto& mu = engine_->mutex();
+  engine_->ring(*qp);
+  pending_.store(true, std::memory_order_seq_cst);
+  if (!mu.try_lock()) return;  // the holder sees pending_ and runs it
+  pending_.store(false, std::memory_order_seq_cst);
+  engine_->kick(qp);
+  wake_if_needed();
+  mu.unlock();
+  after_unlock();
+}
+
+void Device::try_progress() {
+  auto& mu = engine_->mutex();
+  if (!mu.try_lock()) return;
+  pending_.store(false, std::memory_order_seq_cst);
+  engine_->progress();
+  after_progress();
+  wake_if_needed();
+  mu.unlock();
+  after_unlock();
+}
+
+void Device::progress() {
+  {
+    std::lock_guard<std::mutex> g(engine_->mutex());
+    pending_.store(false, std::memory_order_seq_cst);
+    engine_->progress();
+    after_progress();
+    wake_if_needed();
+  }
+  after_unlock();
+}
+
+// ---- posting ----------------------------------------------------------------------------
+
+int Device::post_one_send(QueuePair* qpair, const SendWr& wr) {
+  transport::Qp& qp = *qpair->qp;
+  if (wr.num_sge > qp.sq.max_sge()) return EINVAL;
+  bool inl = (wr.flags & kInline) != 0;
+  uint64_t total = 0;
+  for (uint32_t i = 0; i < wr.num_sge; ++i) total += wr.sg_list[i].length;
+  if (total > port_attr().max_msg_sz) return EINVAL;
+  if (inl && total > qp.cap.max_inline_data) return EINVAL;
+  if (qp.type == QpType::kUd && wr.ud.ah == nullptr) return EINVAL;
+  uint64_t index;
+  transport::SendWqe* w = qp.sq.reserve(&index);
+  if (w == nullptr) return ENOMEM;
+  *w = transport::SendWqe{};
+  w->wr_id = wr.wr_id;
+  w->opcode = wr.opcode;
+  w->flags = wr.flags;
+  w->imm = wr.imm_data;
+  w->length = static_cast<uint32_t>(total);
+  w->is_inline = inl;
+  switch (wr.opcode) {
+    case WrOpcode::kCompSwap:
+    case WrOpcode::kFetchAdd:
+      w->remote_addr = wr.atomic.remote_addr;
+      w->rkey = wr.atomic.rkey;
+      w->compare_add = wr.atomic.compare_add;
+      w->swap = wr.atomic.swap;
+      break;
+    default:
+      w->remote_addr = wr.rdma.remote_addr;
+      w->rkey = wr.rdma.rkey;
+  }
+  if (qp.type == QpType::kUd) {
+    w->ud_dst = wr.ud.ah->dst;
+    w->ud_qpn = wr.ud.remote_qpn;
+    w->ud_qkey = wr.ud.remote_qkey;
+  }
+  if (inl) {
+    uint8_t* dst = qp.inline_data(index);
+    for (uint32_t i = 0; i < wr.num_sge; ++i) {
+      std::memcpy(dst, reinterpret_cast<const void*>(wr.sg_list[i].addr), wr.sg_list[i].length);
+      dst += wr.sg_list[i].length;
+    }
+  } else {
+    std::copy_n(wr.sg_list, wr.num_sge, qp.sq.sges(index));
+    w->num_sge = wr.num_sge;
+  }
+  qp.sq.commit();
+  return 0;
+}
+
+int Device::post_send(QueuePair* qpair, const SendWr* wrs, size_t n, size_t* bad) {
+  transport::Qp& qp = *qpair->qp;
+  QpState s = qp.state.load(std::memory_order_acquire);
+  if (s == QpState::kReset || s == QpState::kInit || s == QpState::kRtr) {
+    if (bad) *bad = 0;
+    return EINVAL;
+  }
+  int rc = 0;
+  {
+    std::lock_guard<std::mutex> g(qp.sq.post_lock());
+    for (size_t i = 0; i < n; ++i) {
+      rc = post_one_send(qpair, wrs[i]);
+      if (rc != 0) {
+        if (bad) *bad = i;
+        break;
+      }
+    }
+  }
+  kick(&qp);
+  return rc;
+}
+
+int Device::post_recv(QueuePair* qpair, const RecvWr* wrs, size_t n, size_t* bad) {
+  transport::Qp& qp = *qpair->qp;
+  if (qp.srq != nullptr || qp.state.load() == QpState::kReset) {
+    if (bad) *bad = 0;
+    return EINVAL;
+  }
+  int rc = 0;
+  {
+    std::lock_guard<std::mutex> g(qp.rq_owned->post_lock());
+    for (size_t i = 0; i < n; ++i) {
+      rc = qp.rq_owned->post(wrs[i]);
+      if (rc != 0) {
+        if (bad) *bad = i;
+        break;
+      }
+    }
+  }
+  if (qp.state.load() == QpState::kErr) kick(&qp);  // flushed at once
+  return rc;
+}
+
+}  // namespace softrdma
