@@ -263,3 +263,44 @@ inline void PrintTo(WcOpcode o, std::ostream* os) { *os << name(o); }
 namespace softrdma::transport {
 inline void PrintTo(QpState s, std::ostream* os) { *os << name(s); }
 }  // namespace softrdma::transport
+
+namespace softrdma::test {
+// Options with a ~1 ms local ACK timeout: for tests that wait for transport retries.
+inline PairOptions fast() {
+  PairOptions o;
+  o.timeout = 8;
+  return o;
+}
+
+// Another QP of the given type on s's device, PD and CQ.
+inline QueuePair* add_qp(Side& s, QpType type, uint32_t max_wr = 64, bool sig_all = false) {
+  QpInitAttr init;
+  init.type = type;
+  init.send_cq = s.cq;
+  init.recv_cq = s.cq;
+  init.cap = {max_wr, max_wr, 4, 4, 64};
+  init.sq_sig_all = sig_all;
+  int err = 0;
+  QueuePair* qp = s.dev->create_qp(s.pd, init, &err);
+  EXPECT_TRUE(qp) << err;
+  return qp;
+}
+
+inline SendWr send_wr(uint64_t id, uint32_t flags = kSignaled) {
+  SendWr wr;
+  wr.wr_id = id;
+  wr.opcode = WrOpcode::kSend;
+  wr.flags = flags;
+  return wr;
+}
+
+inline SendWr write_wr(uint64_t id, uint64_t raddr, uint32_t rkey, uint32_t flags = kSignaled) {
+  SendWr wr;
+  wr.wr_id = id;
+  wr.opcode = WrOpcode::kRdmaWrite;
+  wr.flags = flags;
+  wr.rdma.remote_addr = raddr;
+  wr.rdma.rkey = rkey;
+  return wr;
+}
+}  // namespace softrdma::test

@@ -11,13 +11,6 @@ namespace {
 
 using namespace std::chrono_literals;
 
-// For the transport-retry tests: ~1 ms local ACK timeout.
-PairOptions fast() {
-  PairOptions o;
-  o.timeout = 8;
-  return o;
-}
-
 // For everything else: a 67 ms ACK timeout, so that no retransmission (from a timeout on a
 // loaded machine) blurs the exact counts and orders these tests check.
 PairOptions calm() {
@@ -26,23 +19,6 @@ PairOptions calm() {
   return o;
 }
 
-SendWr send_wr(uint64_t id, uint32_t flags = kSignaled) {
-  SendWr wr;
-  wr.wr_id = id;
-  wr.opcode = WrOpcode::kSend;
-  wr.flags = flags;
-  return wr;
-}
-
-SendWr write_wr(uint64_t id, uint64_t raddr, uint32_t rkey) {
-  SendWr wr;
-  wr.wr_id = id;
-  wr.opcode = WrOpcode::kRdmaWrite;
-  wr.flags = kSignaled;
-  wr.rdma.remote_addr = raddr;
-  wr.rdma.rkey = rkey;
-  return wr;
-}
 
 SendWr read_wr(uint64_t id, uint64_t raddr, uint32_t rkey) {
   SendWr wr = write_wr(id, raddr, rkey);
