@@ -70,6 +70,10 @@ void Engine::add_qp(Qp* qp) {
     qp->stats = &s.counters;
   }
   qps_.push_back(qp);
+  // The per-pass lists can then hold every QP without growing on the datapath.
+  active_.reserve(qps_.size());
+  active_scratch_.reserve(qps_.size());
+  timer_qps_.reserve(qps_.size());
 }
 
 void Engine::remove_qp(Qp* qp) {
