@@ -1,0 +1,36 @@
+// Helpers of the control-path verbs shared by objects.cc and objects_ah.cc.
+#pragma once
+
+#include <atomic>
+#include <cerrno>
+#include <cstdint>
+#include <set>
+
+#include "verbs/internal.h"
+
+namespace softrdma::verbs {
+
+extern std::atomic<uint32_t> next_handle;
+
+// rdma-core's convention for pointer-returning verbs: NULL with errno.
+template <typename T>
+T* fail(int e) {
+  errno = e;
+  return nullptr;
+}
+
+// The objects a context owns, for teardown at ibv_close_device.
+void track(SrContext* ctx, std::set<void*> CtxState::*set, void* obj);
+void untrack(SrContext* ctx, std::set<void*> CtxState::*set, void* obj);
+// Objects made on a parent domain keep it alive.
+void pd_use(ibv_pd* pd);
+void pd_unuse(ibv_pd* pd);
+// Memory registration: access flags checked as rdma-core does, mapped to the adapter's.
+int check_access(unsigned access);
+uint32_t device_access(unsigned access);
+ibv_mr* reg_mr_common(ibv_pd* pd, void* addr, size_t length, uint64_t iova, unsigned access);
+// ibv_ah_attr <-> AddressVector (RoCE: a GRH naming an existing source GID is required).
+int to_av(SrContext* ctx, const ibv_ah_attr& a, AddressVector* av);
+void from_av(const AddressVector& av, ibv_ah_attr* a);
+
+}  // namespace softrdma::verbs
