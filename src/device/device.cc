@@ -9,6 +9,7 @@
 #include <cstdlib>
 #include <cstring>
 
+#include "device/owned.h"
 #include "link/udp_link.h"
 #include "mem/pin.h"
 
@@ -35,19 +36,6 @@ uint8_t mtu_enum(uint32_t bytes) {
     case 4096: return 5;
   }
   return 0;
-}
-
-template <typename T>
-bool erase_owned(std::vector<std::unique_ptr<T>>& v, T* p) {
-  auto it = std::find_if(v.begin(), v.end(), [p](const auto& u) { return u.get() == p; });
-  if (it == v.end()) return false;
-  v.erase(it);
-  return true;
-}
-
-template <typename T>
-bool owns(const std::vector<std::unique_ptr<T>>& v, const T* p) {
-  return std::any_of(v.begin(), v.end(), [p](const auto& u) { return u.get() == p; });
 }
 
 }  // namespace
@@ -190,82 +178,6 @@ int Device::dealloc_pd(Pd* pd) {
   return 0;
 }
 
-Mr* Device::reg_mr(Pd* pd, void* addr, size_t length, uint32_t access, int* err, std::optional<uint64_t> iova) {
-  *err = 0;
-  // IBA 10.6.3.1 (C10-?): remote write or atomic access requires local write.
-  if ((access & (mem::kRemoteWrite | mem::kRemoteAtomic)) && !(access & mem::kLocalWrite)) {
-    *err = EINVAL;
-    return nullptr;
-  }
-  if (pd == nullptr || (addr == nullptr && length != 0)) {
-    *err = EINVAL;
-    return nullptr;
-  }
-  auto mr = std::make_unique<Mr>();
-  mr->pd = pd;
-  mr->addr = addr;
-  mr->length = length;
-  mr->iova = iova.value_or(reinterpret_cast<uint64_t>(addr));
-  mr->access = access;
-  mem::EntryType type = (access & mem::kZeroBased) ? mem::EntryType::kZeroBasedRegion : mem::EntryType::kRegion;
-  // Ordinary regions stay resident while registered (seed 001); ENOMEM over RLIMIT_MEMLOCK and
-  // EFAULT for unmapped memory, as ibv_reg_mr on a real device.
-  if (!(access & mem::kOnDemand)) {
-    if ((*err = mem::pin(addr, length)) != 0) return nullptr;
-    mr->pinned = true;
-  }
-  {
-    std::lock_guard<std::mutex> g(engine_->mutex());
-    mr->lkey = mr->rkey =
-        engine_->mrs().add(pd->handle, static_cast<uint8_t*>(addr), mr->iova, length, access, type);
-  }
-  if (mr->lkey == 0) {
-    if (mr->pinned) mem::unpin(addr, length);
-    *err = ENOMEM;
-    return nullptr;
-  }
-  pd->refs++;
-  return keep(mrs_, std::move(mr));
-}
-
-Mr* Device::reg_mr_pages(Pd* pd, const std::vector<void*>& pages, uint8_t page_shift, uint64_t iova,
-                         size_t length, uint32_t access, int* err) {
-  *err = EINVAL;
-  if (pd == nullptr || pages.empty() || page_shift < 12 || page_shift > 30) return nullptr;
-  if ((access & (mem::kRemoteWrite | mem::kRemoteAtomic)) && !(access & mem::kLocalWrite)) return nullptr;
-  std::vector<uint8_t*> list;
-  for (void* p : pages) list.push_back(static_cast<uint8_t*>(p));
-  auto mr = std::make_unique<Mr>();
-  mr->pd = pd;
-  mr->addr = pages[0];
-  mr->length = length;
-  mr->iova = iova;
-  mr->access = access;
-  mem::EntryType type = (access & mem::kZeroBased) ? mem::EntryType::kZeroBasedRegion : mem::EntryType::kRegion;
-  {
-    std::lock_guard<std::mutex> g(engine_->mutex());
-    auto table = mem::PageTable::build(list, page_shift);
-    mr->lkey = mr->rkey = engine_->mrs().add_table(pd->handle, table, 0, iova, length, access, type);
-  }
-  if (mr->lkey == 0) return nullptr;  // longer than the pages, or the table is full
-  *err = 0;
-  pd->refs++;
-  return keep(mrs_, std::move(mr));
-}
-
-int Device::dereg_mr(Mr* mr) {
-  std::lock_guard<std::mutex> g(objects_mu_);
-  if (!owns(mrs_, mr)) return EINVAL;
-  {
-    std::lock_guard<std::mutex> eg(engine_->mutex());
-    engine_->mrs().remove(mr->lkey);
-  }
-  if (mr->pinned) mem::unpin(mr->addr, mr->length);
-  mr->pd->refs--;
-  erase_owned(mrs_, mr);
-  return 0;
-}
-
 Cq* Device::create_cq(uint32_t min_entries, queue::CompletionChannel* channel, void* user_context, int* err) {
   *err = 0;
   if (min_entries == 0 || min_entries > kMaxCqe) {
@@ -384,6 +296,11 @@ QueuePair* Device::create_qp(Pd* pd, const QpInitAttr& init, int* err) {
     }
     qp->qp = std::make_unique<transport::Qp>(qpn, init.type, pd->handle, cap, init.send_cq, init.recv_cq,
                                              init.srq, init.sq_sig_all, init.user_context);
+    using transport::SendErrorMode;
+    SendErrorMode mode = init.send_error;
+    if (mode == SendErrorMode::kDefault)  // IBA: SQE exists for UC and UD only
+      mode = init.type == QpType::kRc ? SendErrorMode::kErrorQp : SendErrorMode::kDrainSendQueue;
+    qp->qp->send_error = mode;
     engine_->add_qp(qp->qp.get());
   }
   pd->refs++;
@@ -531,40 +448,6 @@ int Device::modify_srq_limit(Srq* srq, uint32_t limit) {
   srq->limit.store(limit, std::memory_order_relaxed);
   std::erase_if(armed_srqs_, [srq](const ArmedSrq& a) { return a.srq == srq; });
   if (limit != 0) armed_srqs_.push_back(ArmedSrq{srq, srq->retired()});
-  return 0;
-}
-
-int Device::rereg_mr(Mr* mr, Pd* pd, void* addr, size_t length, uint64_t iova, uint32_t access) {
-  if ((access & (mem::kRemoteWrite | mem::kRemoteAtomic)) && !(access & mem::kLocalWrite)) return EINVAL;
-  if (pd == nullptr || (addr == nullptr && length != 0)) return EINVAL;
-  std::lock_guard<std::mutex> g(objects_mu_);
-  if (!owns(mrs_, mr)) return EINVAL;
-  mem::EntryType type = (access & mem::kZeroBased) ? mem::EntryType::kZeroBasedRegion : mem::EntryType::kRegion;
-  // The new range is pinned before the old one is let go, so shared pages never drop out.
-  bool pin = !(access & mem::kOnDemand);
-  if (pin)
-    if (int rc = mem::pin(addr, length)) return rc;
-  {
-    // The entry changes in place and keeps its keys, as HCAs do (a re-registration through a
-    // UMR keeps the mkey): peers holding the rkey keep using it.
-    std::lock_guard<std::mutex> eg(engine_->mutex());
-    auto* host = static_cast<uint8_t*>(addr);
-    if (!engine_->mrs().modify(mr->lkey, pd->handle, host, iova, length, access, type)) {
-      if (pin) mem::unpin(addr, length);
-      return EINVAL;
-    }
-  }
-  if (mr->pinned) mem::unpin(mr->addr, mr->length);
-  mr->pinned = pin;
-  if (pd != mr->pd) {
-    pd->refs++;
-    mr->pd->refs--;
-    mr->pd = pd;
-  }
-  mr->addr = addr;
-  mr->length = length;
-  mr->iova = iova;
-  mr->access = access;
   return 0;
 }
 

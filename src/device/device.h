@@ -105,7 +105,16 @@ struct Mr {
   uint32_t access;
   uint32_t lkey;
   uint32_t rkey;
-  bool pinned = false;  // mlock'ed for its lifetime (mem/pin.h)
+  bool pinned = false;    // mlock'ed for its lifetime (mem/pin.h)
+  bool implicit = false;  // on-demand region over the whole address space
+};
+
+// A memory window (IBA 10.6.7): type 1 is bound with bind_mw(), type 2 by a kBindMw work
+// request and is then tied to that QP. rkey is its current key.
+struct Mw {
+  Pd* pd;
+  uint8_t type;
+  uint32_t rkey;
 };
 
 struct Cq : queue::CompletionQueue {
@@ -136,6 +145,8 @@ struct QpInitAttr {
   QpCaps cap;
   bool sq_sig_all = false;
   void* user_context = nullptr;
+  // What a send WR that fails before it is sent does (FIG. 11 option 1 or 2).
+  transport::SendErrorMode send_error = transport::SendErrorMode::kDefault;
 };
 
 struct QueuePair {
@@ -190,7 +201,19 @@ class Device {
   // Not pinned: the caller keeps the pages mapped while registered.
   Mr* reg_mr_pages(Pd* pd, const std::vector<void*>& pages, uint8_t page_shift, uint64_t iova, size_t length,
                    uint32_t access, int* err);
+  // EBUSY while windows are bound to it.
   int dereg_mr(Mr* mr);
+  // A region registered later through the send queue (WrOpcode::kRegMr, seed 002 FIG. 11),
+  // with translation room for max_pages 4 KiB pages. Invalid until registered.
+  Mr* alloc_fast_reg_mr(Pd* pd, uint32_t max_pages, int* err);
+
+  // Memory windows (memory.cc).
+  Mw* alloc_mw(Pd* pd, uint8_t type, int* err);
+  int dealloc_mw(Mw* mw);
+  // The bind verb for type-1 windows: posts a kBindMw WR on qp with the window's next key and
+  // makes that key mw->rkey. Completes on qp's send CQ like any WR (if signaled).
+  int bind_mw(QueuePair* qp, Mw* mw, uint64_t wr_id, uint32_t send_flags, Mr* mr, uint64_t addr, uint64_t length,
+              uint32_t access);
 
   Cq* create_cq(uint32_t min_entries, queue::CompletionChannel* channel, void* user_context, int* err);
   int destroy_cq(Cq* cq);
@@ -268,6 +291,7 @@ class Device {
   std::set<std::unique_ptr<Pd>, std::less<>> pds_;
   uint32_t next_pd_ = 1;
   std::vector<std::unique_ptr<Mr>> mrs_;
+  std::vector<std::unique_ptr<Mw>> mws_;
   std::vector<std::unique_ptr<Cq>> cqs_;
   std::vector<std::unique_ptr<Srq>> srqs_;
   std::vector<std::unique_ptr<AddressHandle>> ahs_;

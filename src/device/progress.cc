@@ -154,7 +154,9 @@ int Device::post_one_send(QueuePair* qpair, const SendWr& wr) {
   for (uint32_t i = 0; i < wr.num_sge; ++i) total += wr.sg_list[i].length;
   if (total > port_attr().max_msg_sz) return EINVAL;
   if (inl && total > qp.cap.max_inline_data) return EINVAL;
-  if (qp.type == QpType::kUd && wr.ud.ah == nullptr) return EINVAL;
+  if (qp.type == QpType::kUd && wr.ud.ah == nullptr && !transport::is_local_op(wr.opcode)) return EINVAL;
+  // A registration's sg_list is the memory to register, not data: never inline.
+  if (wr.opcode == WrOpcode::kRegMr && inl) return EINVAL;
   uint64_t index;
   transport::SendWqe* w = qp.sq.reserve(&index);
   if (w == nullptr) return ENOMEM;
@@ -173,11 +175,17 @@ int Device::post_one_send(QueuePair* qpair, const SendWr& wr) {
       w->compare_add = wr.atomic.compare_add;
       w->swap = wr.atomic.swap;
       break;
+    case WrOpcode::kBindMw:
+      w->mem = {wr.bind.mw, wr.bind.new_key, wr.bind.mr, wr.bind.access, wr.bind.addr, wr.bind.length};
+      break;
+    case WrOpcode::kRegMr:
+      w->mem = {wr.reg.mr, wr.reg.new_key, 0, wr.reg.access, wr.reg.iova, total};
+      break;
     default:
       w->remote_addr = wr.rdma.remote_addr;
       w->rkey = wr.rdma.rkey;
   }
-  if (qp.type == QpType::kUd) {
+  if (qp.type == QpType::kUd && wr.ud.ah != nullptr) {
     w->ud_dst = wr.ud.ah->dst;
     w->ud_qpn = wr.ud.remote_qpn;
     w->ud_qkey = wr.ud.remote_qkey;

@@ -17,6 +17,10 @@ enum Access : uint32_t {
   kOnDemand = 1u << 6,
   kHugetlb = 1u << 7,
   kRelaxedOrdering = 1u << 20,
+  // softrdma extensions, in the range libibverbs reserves for optional flags (a device that
+  // does not know them ignores them). Documented for verbs programs in include/softrdma/verbs_ext.h.
+  kFastReg = 1u << 28,   // an entry (re)registered through the send queue (FIG. 11)
+  kOneTouch = 1u << 29,  // invalid once the first RDMA message targeting it is placed (FIG. 18B)
 };
 inline constexpr uint32_t kRemoteAccess = kRemoteWrite | kRemoteRead | kRemoteAtomic;
 
@@ -39,6 +43,8 @@ enum class KeyError : uint8_t {
   kWrongInstance,  // key instance (low 8 bits) stale: deregistered / re-registered / invalidated
   kOutOfBounds,    // [addr, addr+len) not inside the entry
   kNoAccess,       // the entry does not grant the access
+  kWrongQp,        // a type-2 window used through a QP other than the one it is bound to
+  kBusy,           // the entry is being touched by another message (one-touch), or has windows
   kCount,
 };
 std::string_view name(KeyError e);

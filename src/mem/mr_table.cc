@@ -8,9 +8,9 @@ namespace softrdma::mem {
 
 std::string_view name(KeyError e) {
   // clang-format off
-  static constexpr std::array<std::string_view, 7> kNames = {
+  static constexpr std::array<std::string_view, 9> kNames = {
       "ok", "invalid key", "wrong entry type", "wrong protection domain", "stale key instance",
-      "out of bounds", "access not granted"};
+      "out of bounds", "access not granted", "window bound to another QP", "entry busy"};
   // clang-format on
   auto i = static_cast<size_t>(e);
   return i < kNames.size() ? kNames[i] : "unknown";
@@ -24,6 +24,7 @@ uint16_t acl_of(uint32_t access) {
   if (access & kRemoteWrite) a |= kAclRemoteWrite;
   if (access & kRemoteAtomic) a |= kAclRemoteAtomic;
   if (access & kMwBind) a |= kAclWindowBind;
+  if (access & kOneTouch) a |= kAclOneTouch;
   return a;
 }
 
@@ -31,7 +32,8 @@ uint64_t Translation::chunk(uint64_t at, uint8_t** out) const {
   const Entry& e = *entry;
   uint64_t left = length - at;
   if (e.xlate == XlateControl::kDirect) {
-    *out = e.host + offset + at;
+    // Integer arithmetic: the implicit on-demand region translates from address 0.
+    *out = reinterpret_cast<uint8_t*>(reinterpret_cast<uintptr_t>(e.host) + offset + at);
     return left;
   }
   // FIG. 12: offset from the region start -> page index -> page address + offset in page.
@@ -66,6 +68,7 @@ uint8_t Translation::parts(iovec* out, uint8_t max) const {
 MrTable::MrTable(uint32_t max_entries) : max_entries_(max_entries) {
   entries_.reserve(1024);
   tables_.emplace_back();
+  fast_reg_tables_.emplace_back();
   entries_.emplace_back();  // index 0 is never handed out: key 0 is always invalid
 }
 
@@ -79,15 +82,19 @@ uint32_t MrTable::claim() {
     index = static_cast<uint32_t>(entries_.size());
     entries_.emplace_back();
     tables_.emplace_back();
+    fast_reg_tables_.emplace_back();
     // A random first instance makes keys differ from run to run, so a peer holding a key of a
     // previous process on this address is refused rather than served.
     static thread_local std::minstd_rand rng{std::random_device{}()};
     entries_.back().instance = static_cast<uint8_t>(rng());
   }
   Entry& e = entries_[index];
-  e.instance = static_cast<uint8_t>(e.instance + 1);
-  e.seq++;
-  e.valid = true;
+  uint8_t instance = static_cast<uint8_t>(e.instance + 1);
+  uint32_t seq = e.seq + 1;
+  e = Entry{};
+  e.instance = instance;
+  e.seq = seq;
+  e.valid = e.owned = true;
   ++live_;
   return index;
 }
@@ -96,6 +103,7 @@ void MrTable::set_translation(uint32_t index, uint8_t* host, uint64_t length) {
   Entry& e = entries_[index];
   e.host = host;
   tables_[index].reset();
+  e.xlate = XlateControl::kDirect;
   e.xlate_ptr = nullptr;
   e.first_offset = 0;
   e.page_shift = 12;
@@ -120,12 +128,7 @@ uint32_t MrTable::add(uint32_t pd, uint8_t* host, uint64_t iova, uint64_t length
   uint32_t index = claim();
   if (index == 0) return 0;
   Entry& e = entries_[index];
-  e.iova = iova;
-  e.length = length;
-  e.pd = pd;
-  e.access = access;
-  e.acl = acl_of(access);
-  e.type = type;
+  set_fields(e, pd, iova, length, access, type);
   set_translation(index, host, length);
   return (index << 8) | e.instance;
 }
@@ -136,12 +139,7 @@ uint32_t MrTable::add_table(uint32_t pd, std::shared_ptr<const PageTable> table,
   uint32_t index = claim();
   if (index == 0) return 0;
   Entry& e = entries_[index];
-  e.iova = iova;
-  e.length = length;
-  e.pd = pd;
-  e.access = access;
-  e.acl = acl_of(access);
-  e.type = type;
+  set_fields(e, pd, iova, length, access, type);
   e.xlate = table->order();
   e.page_shift = table->page_shift();
   e.first_offset = first_offset;
@@ -155,28 +153,45 @@ bool MrTable::modify(uint32_t key, uint32_t pd, uint8_t* host, uint64_t iova, ui
                      uint32_t access, EntryType type) {
   if (find(key) == nullptr) return false;
   Entry& e = entries_[index_of(key)];
+  set_fields(e, pd, iova, length, access, type);
+  e.seq++;  // windows bound to the old registration stop working
+  set_translation(index_of(key), host, length);
+  return true;
+}
+
+void MrTable::set_fields(Entry& e, uint32_t pd, uint64_t iova, uint64_t length, uint32_t access, EntryType type) {
   e.iova = iova;
   e.length = length;
   e.pd = pd;
   e.access = access;
   e.acl = acl_of(access);
   e.type = type;
-  e.seq++;
-  set_translation(index_of(key), host, length);
-  return true;
+  e.on_demand = (access & kOnDemand) != 0;
+  e.touch_qpn = 0;
+  e.touch_left = 0;
 }
 
 bool MrTable::remove(uint32_t key) {
   uint32_t index = index_of(key);
-  if (index == 0 || index >= entries_.size()) return false;
+  if (index == 0 || index >= entries_.size() || !entries_[index].owned) return false;
   Entry& e = entries_[index];
-  if (!e.valid || e.instance != static_cast<uint8_t>(key)) return false;
-  e.valid = false;
+  if (e.windows != 0) return false;  // IBA 10.6.7.1: windows first
+  if (e.type == EntryType::kWindow) unbind(e);
+  e.valid = e.owned = false;
   e.xlate_ptr = nullptr;
   tables_[index].reset();  // the page list lives on while another entry shares it (FIG. 14)
+  fast_reg_tables_[index].reset();
   free_.push_back(index);
   --live_;
   return true;
+}
+
+const Entry* MrTable::owned(uint32_t key) const {
+  uint32_t index = index_of(key);
+  if (index == 0 || index >= entries_.size()) return nullptr;
+  const Entry& e = entries_[index];
+  if (!e.owned || e.instance != static_cast<uint8_t>(key)) return nullptr;
+  return &e;
 }
 
 const Entry* MrTable::find(uint32_t key) const {
@@ -188,7 +203,7 @@ const Entry* MrTable::find(uint32_t key) const {
 }
 
 KeyError MrTable::check(uint32_t key, uint32_t pd, uint64_t addr, uint64_t length, Need need,
-                        Translation* out) const {
+                        Translation* out, uint32_t qpn) const {
   uint32_t index = index_of(key);
   if (index == 0 || index >= entries_.size() || !entries_[index].valid) return KeyError::kInvalidKey;
   const Entry& e = entries_[index];
@@ -196,6 +211,14 @@ KeyError MrTable::check(uint32_t key, uint32_t pd, uint64_t addr, uint64_t lengt
   if (local && e.type == EntryType::kWindow) return KeyError::kWrongType;
   if (e.pd != pd) return KeyError::kWrongPd;
   if (e.instance != static_cast<uint8_t>(key)) return KeyError::kWrongInstance;
+  if (e.type == EntryType::kWindow) {
+    if (e.bind_qpn != 0 && e.bind_qpn != qpn) return KeyError::kWrongQp;
+    // The region under a window must still be the registration it was bound to.
+    const Entry& r = entries_[e.parent];
+    if (e.parent != 0 && (!r.valid || r.seq != e.parent_seq)) return KeyError::kInvalidKey;
+  }
+  // One-touch: while a message is being placed, no other QP gets in (FIG. 18B).
+  if ((e.acl & kAclTouched) && e.touch_qpn != qpn) return KeyError::kBusy;
   // Zero-based regions are addressed by offset; others by the address they were registered at.
   uint64_t start = e.type == EntryType::kZeroBasedRegion ? 0 : e.iova;
   if (addr < start || length > e.length || addr - start > e.length - length) return KeyError::kOutOfBounds;
@@ -223,7 +246,7 @@ KeyError MrTable::check(uint32_t key, uint32_t pd, uint64_t addr, uint64_t lengt
     out->offset = addr - start;
     out->length = length;
     if (length == 0 || e.xlate == XlateControl::kDirect) {
-      out->host = e.host + out->offset;
+      out->host = reinterpret_cast<uint8_t*>(reinterpret_cast<uintptr_t>(e.host) + out->offset);
     } else {
       out->chunk(0, &out->host);
     }

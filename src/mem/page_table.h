@@ -3,6 +3,8 @@
 // lists, each one page of pointers (kListEntries). Lookup is O(1) in both: one or two loads.
 #pragma once
 
+#include <sys/uio.h>
+
 #include <cstdint>
 #include <memory>
 #include <vector>
@@ -23,6 +25,15 @@ class PageTable {
   // The pages of process memory [host, host+length) at page size 1 << page_shift.
   static std::shared_ptr<PageTable> contiguous(uint8_t* host, uint64_t length, uint8_t page_shift);
 
+  // A table with room for max_pages pages whose contents fast registration rewrites in place
+  // (no allocation on the send queue): first order up to one page list, else second order.
+  static std::shared_ptr<PageTable> with_capacity(uint64_t max_pages);
+  // Replaces the pages with those covering the runs of process memory in segs: each run after
+  // the first starts on a page boundary and each before the last ends on one. *first_offset is
+  // where the first byte lies in page 0. False if the runs break those rules or need more pages
+  // than the capacity.
+  bool assign(const iovec* segs, uint32_t nsegs, uint8_t page_shift, uint64_t* first_offset);
+
   XlateControl order() const { return order_; }
   uint8_t page_shift() const { return page_shift_; }
   uint64_t pages() const { return npages_; }
@@ -42,6 +53,7 @@ class PageTable {
   XlateControl order_ = XlateControl::kIndirect1;
   uint8_t page_shift_ = 12;
   uint64_t npages_ = 0;
+  uint64_t capacity_ = 0;
   std::vector<std::vector<uint8_t*>> lists_;  // order 1: one list; order 2: one per directory slot
   std::vector<uint8_t* const*> dir_;          // order 2: the directory
 };

@@ -27,14 +27,16 @@ std::string_view name(WcOpcode o) {
     case WcOpcode::kLocalInv: return "LOCAL_INV";
     case WcOpcode::kRecv: return "RECV";
     case WcOpcode::kRecvRdmaWithImm: return "RECV_RDMA_WITH_IMM";
+    case WcOpcode::kRegMr: return "REG_MR";
   }
   return "unknown";
 }
 
 std::string_view name(WrOpcode o) {
-  static constexpr std::array<std::string_view, 10> kNames = {
+  static constexpr std::array<std::string_view, 12> kNames = {
       "RDMA_WRITE", "RDMA_WRITE_WITH_IMM", "SEND", "SEND_WITH_IMM", "RDMA_READ",
-      "ATOMIC_CMP_AND_SWP", "ATOMIC_FETCH_AND_ADD", "LOCAL_INV", "BIND_MW", "SEND_WITH_INV"};
+      "ATOMIC_CMP_AND_SWP", "ATOMIC_FETCH_AND_ADD", "LOCAL_INV", "BIND_MW", "SEND_WITH_INV",
+      "unknown", "REG_MR"};
   auto i = static_cast<size_t>(o);
   return i < kNames.size() ? kNames[i] : "unknown";
 }

@@ -47,6 +47,7 @@ enum class WcOpcode : uint8_t {
   kLocalInv = 6,
   kRecv = 128,
   kRecvRdmaWithImm = 129,
+  kRegMr = 135,  // IBV_WC_DRIVER1: a registration through the send queue (softrdma extension)
 };
 std::string_view name(WcOpcode o);
 
@@ -67,6 +68,7 @@ enum class WrOpcode : uint8_t {
   kLocalInv = 7,
   kBindMw = 8,
   kSendInv = 9,
+  kRegMr = 11,  // IBV_WR_DRIVER1: registration through the send queue (seed 002 FIG. 11)
 };
 std::string_view name(WrOpcode o);
 
@@ -105,6 +107,25 @@ struct SendWr {
     uint32_t remote_qpn = 0;
     uint32_t remote_qkey = 0;
   } ud;
+  // kBindMw: bind window `mw` (its current key) to [addr, addr+length) of region `mr` (its
+  // lkey), under new_key: same index, new low byte (ibv_inc_rkey). access: remote rights,
+  // mem::kZeroBased, mem::kOneTouch. Length 0 unbinds a type-1 window.
+  struct {
+    uint32_t mw = 0;
+    uint32_t new_key = 0;
+    uint32_t mr = 0;
+    uint64_t addr = 0;
+    uint64_t length = 0;
+    uint32_t access = 0;
+  } bind;
+  // kRegMr: the fast-registration region `mr` (its current key) becomes valid under new_key over
+  // the process memory in sg_list (runs of whole pages between entries; lkeys unused), at iova.
+  struct {
+    uint32_t mr = 0;
+    uint32_t new_key = 0;
+    uint64_t iova = 0;
+    uint32_t access = 0;
+  } reg;
 };
 
 struct RecvWr {

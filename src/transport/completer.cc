@@ -31,6 +31,7 @@ WcOpcode wc_opcode(WrOpcode o) {
     case WrOpcode::kFetchAdd: return WcOpcode::kFetchAdd;
     case WrOpcode::kLocalInv: return WcOpcode::kLocalInv;
     case WrOpcode::kBindMw: return WcOpcode::kBindMw;
+    case WrOpcode::kRegMr: return WcOpcode::kRegMr;
     default: return WcOpcode::kSend;
   }
 }
@@ -296,7 +297,7 @@ void completer_retire(Engine& e, Qp& qp) {
     wc.wr_id = w.wr_id;
     wc.status = w.failed ? w.status : WcStatus::kSuccess;
     wc.opcode = wc_opcode(w.opcode);
-    wc.byte_len = w.length;
+    wc.byte_len = is_local_op(w.opcode) ? 0 : w.length;
     wc.qp_num = qp.qpn;
     if (is_rd_atomic(w.opcode) && w.started && qp.req.inflight_rd_atomic > 0) qp.req.inflight_rd_atomic--;
     bool failed = w.failed, started = w.started;

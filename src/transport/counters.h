@@ -49,7 +49,15 @@ namespace softrdma::transport {
   X(stale_responses, "responses for nothing outstanding, dropped")                \
   X(read_resends, "READ requests re-served from memory")                          \
   X(atomic_replays, "atomic results replayed from the cache")                     \
-  X(uc_dropped_messages, "UC messages broken by loss and dropped")
+  X(uc_dropped_messages, "UC messages broken by loss and dropped")                \
+  X(mw_binds, "memory windows bound through the send queue")                      \
+  X(fast_registrations, "regions registered through the send queue")              \
+  X(invalidations, "keys invalidated through the send queue")                     \
+  X(remote_invalidations, "keys invalidated by an incoming SEND with Invalidate")  \
+  X(one_touch_refused, "second accesses to a one-touch entry refused")            \
+  X(page_faults, "on-demand pages the responder had brought in")                  \
+  X(page_fault_naks_sent, "RNR NAKs sent while on-demand pages came in")          \
+  X(page_fault_pauses, "pauses for the peer's on-demand paging (no retry counted)")
 
 #define SOFTRDMA_COUNTER_FIELD(n, d) uint64_t n = 0;
 #define SOFTRDMA_COUNTER_NAME(n, d) {#n, d},

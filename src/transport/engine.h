@@ -86,6 +86,8 @@ class Engine {
 
   // Moves qp to ERR and flushes its queues on the next pass.
   void set_error(Qp& qp);
+  // A send WQE failed before it went out: ERR or SQE, as the QP's SendErrorMode says.
+  void send_queue_error(Qp& qp);
 
   // Stages call this when they arm a timer, so the device can wake its sleeping thread if the
   // new deadline is earlier than the one it sleeps until.
@@ -116,6 +118,7 @@ class Engine {
   void run_timers(uint64_t now, uint64_t* next);
   void run_send(Qp& qp);
   void flush_errors(Qp& qp);
+  void drain_send_queue(Qp& qp);
 
   std::mutex mu_;
   std::unique_ptr<link::Link> link_;
@@ -157,6 +160,8 @@ void responder_flush_ack(Engine& e, Qp& qp);                         // responde
 void completer_receive(Engine& e, Qp& qp, const wire::PacketView& p);  // completer.cc
 void completer_timeout(Engine& e, Qp& qp, uint64_t now);             // completer.cc
 void completer_retire(Engine& e, Qp& qp);                            // completer.cc
+// Runs a bind, fast registration or local invalidation WQE (local_ops.cc).
+WcStatus execute_local_op(Engine& e, Qp& qp, uint64_t index, SendWqe& w);
 
 // Payload movement shared by the stages (payload.cc). Gathers [offset, offset+len) of a send
 // WQE's data into iovecs, validating every local key (FIG. 15). When the range spans more SGEs

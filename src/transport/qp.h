@@ -116,6 +116,16 @@ struct SendWqe {
   uint32_t ud_qkey = 0;
   uint32_t length = 0;  // payload bytes (or 8 for atomics)
   bool is_inline = false;
+  // Memory operations executed by the requester in queue order (bind, fast registration):
+  // the keys and range of SendWr::bind / SendWr::reg.
+  struct {
+    uint32_t key = 0;
+    uint32_t new_key = 0;
+    uint32_t region = 0;
+    uint32_t access = 0;
+    uint64_t addr = 0;
+    uint64_t length = 0;
+  } mem;
   // Requester: PSN of the first packet and number of packets (for READ: response packets).
   uint32_t first_psn = 0;
   uint32_t npkts = 0;
@@ -145,6 +155,17 @@ struct ResponderResource {
   uint32_t total = 0;
 };
 
+// What a send work request that fails before it is sent does to the QP: the two options of
+// seed 002 FIG. 11 / FIG. 17A. Errors the peer reports (NAKs, retries exhausted) always take
+// the QP to ERR.
+enum class SendErrorMode : uint8_t {
+  kDefault,         // IBA: ERR for RC, SQE for UC and UD
+  kDrainSendQueue,  // option 1: SQE; later send WRs flushed, the receive side keeps working
+  kErrorQp,         // option 2: ERR; everything flushed
+};
+
+bool is_local_op(WrOpcode o);  // executed by the adapter, nothing on the wire
+
 class Qp {
  public:
   Qp(uint32_t qpn, QpType type, uint32_t pd, const QpCaps& cap, queue::CompletionQueue* send_cq,
@@ -155,6 +176,7 @@ class Qp {
   const uint32_t pd;
   const bool sq_sig_all;
   void* const user_context;
+  SendErrorMode send_error = SendErrorMode::kErrorQp;  // resolved: never kDefault
   queue::CompletionQueue* const send_cq;
   queue::CompletionQueue* const recv_cq;
   queue::RecvQueue* const srq;

@@ -56,25 +56,47 @@ uint8_t message_opcode(const Qp& qp, const SendWqe& w, bool first, bool last) {
 void fail(Engine& e, Qp& qp, SendWqe& w, WcStatus status) {
   w.failed = true;
   w.status = status;
-  e.set_error(qp);
+  e.send_queue_error(qp);
 }
 
-enum class Start { kGo, kWait, kFailed };
+enum class Start { kGo, kWait, kFailed, kDone };
+
+bool allowed_on(QpType t, WrOpcode o) {
+  switch (t) {
+    case QpType::kRc: return true;
+    case QpType::kUc: return is_send(o) || is_write(o) || is_local_op(o);
+    case QpType::kUd:  // windows are bound through connected QPs only
+      return o == WrOpcode::kSend || o == WrOpcode::kSendImm || o == WrOpcode::kLocalInv || o == WrOpcode::kRegMr;
+  }
+  return false;
+}
 
 // First transmission of a WQE: ordering rules, then PSN assignment (IBA 9.4.1, 10.8.3.3).
-Start start(Engine& e, Qp& qp, SendWqe& w) {
+// Memory operations run here, in queue order, so later WQEs see their effect (FIG. 11).
+Start start(Engine& e, Qp& qp, uint64_t index, SendWqe& w) {
   auto& r = qp.req;
   bool rd_atomic = w.opcode == WrOpcode::kRdmaRead || is_atomic(w.opcode);
   // A fenced WQE waits until every earlier READ and atomic has completed.
   if ((w.flags & kFence) && r.inflight_rd_atomic > 0) return Start::kWait;
   if (rd_atomic && r.inflight_rd_atomic >= std::max<uint32_t>(1, qp.attr.max_rd_atomic)) return Start::kWait;
   uint32_t mtu = mtu_bytes(qp.attr.path_mtu);
-  bool ok_for_type = qp.type == QpType::kRc ? !(w.opcode == WrOpcode::kLocalInv || w.opcode == WrOpcode::kBindMw)
-                     : qp.type == QpType::kUc ? (is_send(w.opcode) || is_write(w.opcode))
-                                              : (w.opcode == WrOpcode::kSend || w.opcode == WrOpcode::kSendImm);
-  if (!ok_for_type) {
+  if (!allowed_on(qp.type, w.opcode)) {
     fail(e, qp, w, WcStatus::kLocQpOpErr);
     return Start::kFailed;
+  }
+  if (is_local_op(w.opcode)) {
+    // Invalidation waits until everything before it is complete: those WQEs may still have to
+    // be retransmitted from the memory it takes away (seed 001).
+    if (w.opcode == WrOpcode::kLocalInv && index != qp.sq.retired()) return Start::kWait;
+    WcStatus status = execute_local_op(e, qp, index, w);
+    if (status != WcStatus::kSuccess) {
+      fail(e, qp, w, status);
+      return Start::kFailed;
+    }
+    w.first_psn = r.psn;
+    w.npkts = 0;  // no PSNs: nothing to acknowledge, never resent
+    w.started = w.acked = true;
+    return Start::kDone;
   }
   if ((qp.type == QpType::kUd && w.length > mtu) || (is_atomic(w.opcode) && w.length != 8)) {
     fail(e, qp, w, WcStatus::kLocLenErr);
@@ -210,17 +232,29 @@ uint64_t ack_timeout_ns(uint8_t timeout) { return timeout == 0 ? 0 : 4096ull << 
 
 void requester_run(Engine& e, Qp& qp) {
   QpState state = qp.state.load(std::memory_order_acquire);
-  if (state != QpState::kRts || qp.req.rnr_wait) return;
+  // In SQE the WQEs before the failed one are still sent (and resent) until they complete.
+  if ((state != QpState::kRts && state != QpState::kSqe) || qp.req.rnr_wait) return;
   auto& r = qp.req;
   bool rc = qp.type == QpType::kRc;
   bool sent = false;
+  bool local_done = false;
   while (r.next < qp.sq.produced()) {
     uint64_t index = r.next;
     SendWqe& w = qp.sq.at(index);
+    if (w.failed) break;  // SQE: the WQEs after it are flushed, not sent
+    if (w.started && is_local_op(w.opcode)) {  // done once; a go-back walks past it
+      r.next++;
+      continue;
+    }
     if (!w.started) {
-      Start st = start(e, qp, w);
-      if (st == Start::kWait) break;
-      if (st == Start::kFailed) break;
+      Start st = start(e, qp, index, w);
+      if (st == Start::kWait || st == Start::kFailed) break;
+      if (st == Start::kDone) {
+        r.next++;
+        r.offset = 0;
+        local_done = true;
+        continue;
+      }
     }
     if (rc && psn_diff(r.psn, qp.comp.una_psn) >= static_cast<int32_t>(e.qp_window())) break;
     if (w.opcode == WrOpcode::kRdmaRead) {
@@ -239,7 +273,7 @@ void requester_run(Engine& e, Qp& qp) {
       e.note_timer(qp, qp.comp.retry_deadline);
     }
   }
-  if (!rc) completer_retire(e, qp);
+  if (!rc || local_done) completer_retire(e, qp);
 }
 
 }  // namespace softrdma::transport

@@ -95,7 +95,15 @@ mem::KeyError remote_check(Engine& e, Qp& qp, uint32_t rkey, uint64_t va, uint32
   uint32_t qp_flag = need == mem::Need::kRemoteRead    ? mem::kRemoteRead
                      : need == mem::Need::kRemoteWrite ? mem::kRemoteWrite
                                                        : mem::kRemoteAtomic;
-  return (qp.attr.access & qp_flag) ? e.mrs().check(rkey, qp.pd, va, len, need, t) : mem::KeyError::kNoAccess;
+  return (qp.attr.access & qp_flag) ? e.mrs().check(rkey, qp.pd, va, len, need, t, qp.qpn) : mem::KeyError::kNoAccess;
+}
+
+// The first packet of an RDMA message claims a one-touch entry (FIG. 18B); a second message
+// is refused and the entry is gone. False when refused.
+bool first_touch(Engine& e, Qp& qp, uint32_t rkey, uint64_t len) {
+  if (e.mrs().touch(rkey, qp.qpn, len) == mem::KeyError::kOk) return true;
+  qp.stats->one_touch_refused++;
+  return false;
 }
 
 // Sends READ responses for [va, va+len) starting at psn, read from registered memory now.
@@ -130,6 +138,7 @@ void serve_read(Engine& e, Qp& qp, uint32_t psn, uint64_t va, uint32_t rkey, uin
     qp.stats->tx_packets++;
     qp.stats->tx_bytes += chunk;
     off += chunk;
+    e.mrs().placed(rkey, chunk);  // a one-touch entry is used up by its last response
   }
 }
 
@@ -174,7 +183,10 @@ void duplicate(Engine& e, Qp& qp, const wire::PacketView& p) {
       // Re-served only within the original request's PSN range, through the same checks.
       if (packets_for(len, mtu) > res.npkts - static_cast<uint32_t>(into)) return;
       mem::Translation t;
-      if (len > 0 && remote_check(e, qp, rkey, va, len, mem::Need::kRemoteRead, &t) != mem::KeyError::kOk) return;
+      // The memory is gone (deregistered, invalidated, a one-touch entry used up): the READ
+      // cannot be answered again, and silence would only make the requester retry forever.
+      if (len > 0 && remote_check(e, qp, rkey, va, len, mem::Need::kRemoteRead, &t) != mem::KeyError::kOk)
+        return fatal_nak(e, qp, kNakAccess, p.psn);
       qp.stats->read_resends++;
       serve_read(e, qp, p.psn, va, rkey, len);
       return;
@@ -226,9 +238,7 @@ uint8_t execute_message(Engine& e, Qp& qp, const wire::PacketView& p, bool rc) {
       r.recv_offset = 0;
     }
     WcStatus status = WcStatus::kSuccess;
-    if (info.is(wire::kWithInv)) {
-      status = WcStatus::kRemInvReqErr;  // remote invalidation arrives with memory windows
-    } else if (uint64_t{r.recv_offset} + p.payload_len > r.recv_length) {
+    if (uint64_t{r.recv_offset} + p.payload_len > r.recv_length) {
       status = WcStatus::kLocLenErr;
     } else if (!scatter(e, qp.pd, r.recv_sges.get(), r.recv_nsge, r.recv_offset, p.payload, p.payload_len,
                         &status)) {
@@ -247,6 +257,19 @@ uint8_t execute_message(Engine& e, Qp& qp, const wire::PacketView& p, bool rc) {
         wc.wc_flags |= kWcWithImm;
         wc.imm_data = static_cast<uint32_t>(p.get(wire::kImmDt, wire::immdt::imm));
       }
+      if (info.is(wire::kWithInv)) {
+        // The message has arrived: now the key it names stops working (FIG. 17A: deregister
+        // on an incoming send). A key that cannot be invalidated fails the message.
+        uint32_t key = static_cast<uint32_t>(p.get(wire::kIeth, wire::ieth::rkey));
+        if (e.mrs().invalidate(key, qp.pd, qp.qpn, true) != mem::KeyError::kOk) {
+          r.in_send = false;
+          fail_recv(e, qp, WcStatus::kRemInvReqErr, WcOpcode::kRecv);
+          return kNakInvReq;
+        }
+        qp.stats->remote_invalidations++;
+        wc.wc_flags |= kWcWithInv;
+        wc.imm_data = key;
+      }
       r.in_send = false;
       complete_recv(e, qp, wc, p.se);
     }
@@ -262,6 +285,7 @@ uint8_t execute_message(Engine& e, Qp& qp, const wire::PacketView& p, bool rc) {
     // IBA C9-88: a zero-length WRITE needs no valid R_Key.
     if (len > 0 && remote_check(e, qp, rkey, va, len, mem::Need::kRemoteWrite, &t) != mem::KeyError::kOk)
       return kNakAccess;
+    if (len > 0 && !first_touch(e, qp, rkey, len)) return kNakAccess;
     r.in_write = true;
     r.write_va = va;
     r.write_rkey = rkey;
@@ -283,6 +307,7 @@ uint8_t execute_message(Engine& e, Qp& qp, const wire::PacketView& p, bool rc) {
       return kNakAccess;
     }
     t.store(p.payload);
+    e.mrs().placed(r.write_rkey, p.payload_len);
   }
   r.write_va += p.payload_len;
   r.write_remaining -= p.payload_len;
@@ -332,6 +357,7 @@ void rc_receive(Engine& e, Qp& qp, const wire::PacketView& p) {
     mem::Translation t;
     if (len > 0 && remote_check(e, qp, rkey, va, len, mem::Need::kRemoteRead, &t) != mem::KeyError::kOk)
       return fatal_nak(e, qp, kNakAccess, p.psn);
+    if (len > 0 && !first_touch(e, qp, rkey, len)) return fatal_nak(e, qp, kNakAccess, p.psn);
     ResponderResource& res = new_resource(qp);
     res.psn = p.psn;
     res.npkts = packets_for(len, mtu_bytes(qp.attr.path_mtu));
@@ -351,6 +377,7 @@ void rc_receive(Engine& e, Qp& qp, const wire::PacketView& p) {
     // The target must be one aligned word in memory (an iova that is aligned may not be).
     if (t.chunk(0, &t.host) != 8 || (reinterpret_cast<uintptr_t>(t.host) & 7))
       return fatal_nak(e, qp, kNakInvReq, p.psn);
+    if (!first_touch(e, qp, rkey, 8)) return fatal_nak(e, qp, kNakAccess, p.psn);
     std::atomic_ref<uint64_t> target(*reinterpret_cast<uint64_t*>(t.host));
     uint64_t operand = p.get(wire::kAtmEth, wire::atmeth::swap_add);
     uint64_t orig;
@@ -360,6 +387,7 @@ void rc_receive(Engine& e, Qp& qp, const wire::PacketView& p) {
     } else {
       orig = target.fetch_add(operand);
     }
+    e.mrs().placed(rkey, 8);
     ResponderResource& res = new_resource(qp);
     res.atomic = true;
     res.psn = p.psn;

@@ -1,0 +1,202 @@
+// Memory objects of the device: regions (pinned, on demand, from page lists, for fast
+// registration) and memory windows. The table itself is mem::MrTable, owned by the engine and
+// changed only under its lock; this file keeps the objects the API hands out.
+#include <cerrno>
+
+#include "device/device.h"
+#include "device/owned.h"
+#include "mem/pin.h"
+
+namespace softrdma {
+
+Mr* Device::reg_mr(Pd* pd, void* addr, size_t length, uint32_t access, int* err, std::optional<uint64_t> iova) {
+  *err = 0;
+  // IBA 10.6.3.1 (C10-?): remote write or atomic access requires local write.
+  if ((access & (mem::kRemoteWrite | mem::kRemoteAtomic)) && !(access & mem::kLocalWrite)) {
+    *err = EINVAL;
+    return nullptr;
+  }
+  if (pd == nullptr || (addr == nullptr && length != 0)) {
+    *err = EINVAL;
+    return nullptr;
+  }
+  auto mr = std::make_unique<Mr>();
+  mr->pd = pd;
+  mr->addr = addr;
+  mr->length = length;
+  mr->iova = iova.value_or(reinterpret_cast<uint64_t>(addr));
+  mr->access = access;
+  mem::EntryType type = (access & mem::kZeroBased) ? mem::EntryType::kZeroBasedRegion : mem::EntryType::kRegion;
+  // Ordinary regions stay resident while registered (seed 001); ENOMEM over RLIMIT_MEMLOCK and
+  // EFAULT for unmapped memory, as ibv_reg_mr on a real device.
+  if (!(access & mem::kOnDemand)) {
+    if ((*err = mem::pin(addr, length)) != 0) return nullptr;
+    mr->pinned = true;
+  }
+  {
+    std::lock_guard<std::mutex> g(engine_->mutex());
+    mr->lkey = mr->rkey =
+        engine_->mrs().add(pd->handle, static_cast<uint8_t*>(addr), mr->iova, length, access, type);
+  }
+  if (mr->lkey == 0) {
+    if (mr->pinned) mem::unpin(addr, length);
+    *err = ENOMEM;
+    return nullptr;
+  }
+  pd->refs++;
+  return keep(mrs_, std::move(mr));
+}
+
+Mr* Device::reg_mr_pages(Pd* pd, const std::vector<void*>& pages, uint8_t page_shift, uint64_t iova,
+                         size_t length, uint32_t access, int* err) {
+  *err = EINVAL;
+  if (pd == nullptr || pages.empty() || page_shift < 12 || page_shift > 30) return nullptr;
+  if ((access & (mem::kRemoteWrite | mem::kRemoteAtomic)) && !(access & mem::kLocalWrite)) return nullptr;
+  std::vector<uint8_t*> list;
+  for (void* p : pages) list.push_back(static_cast<uint8_t*>(p));
+  auto mr = std::make_unique<Mr>();
+  mr->pd = pd;
+  mr->addr = pages[0];
+  mr->length = length;
+  mr->iova = iova;
+  mr->access = access;
+  mem::EntryType type = (access & mem::kZeroBased) ? mem::EntryType::kZeroBasedRegion : mem::EntryType::kRegion;
+  {
+    std::lock_guard<std::mutex> g(engine_->mutex());
+    auto table = mem::PageTable::build(list, page_shift);
+    mr->lkey = mr->rkey = engine_->mrs().add_table(pd->handle, table, 0, iova, length, access, type);
+  }
+  if (mr->lkey == 0) return nullptr;  // longer than the pages, or the table is full
+  *err = 0;
+  pd->refs++;
+  return keep(mrs_, std::move(mr));
+}
+
+int Device::dereg_mr(Mr* mr) {
+  std::lock_guard<std::mutex> g(objects_mu_);
+  if (!owns(mrs_, mr)) return EINVAL;
+  {
+    std::lock_guard<std::mutex> eg(engine_->mutex());
+    // Windows are unbound or deallocated first (IBA 10.6.7.1).
+    if (!engine_->mrs().remove(mr->lkey)) return EBUSY;
+  }
+  if (mr->pinned) mem::unpin(mr->addr, mr->length);
+  mr->pd->refs--;
+  erase_owned(mrs_, mr);
+  return 0;
+}
+
+int Device::rereg_mr(Mr* mr, Pd* pd, void* addr, size_t length, uint64_t iova, uint32_t access) {
+  if ((access & (mem::kRemoteWrite | mem::kRemoteAtomic)) && !(access & mem::kLocalWrite)) return EINVAL;
+  if (pd == nullptr || (addr == nullptr && length != 0)) return EINVAL;
+  std::lock_guard<std::mutex> g(objects_mu_);
+  if (!owns(mrs_, mr) || mr->implicit) return EINVAL;
+  {
+    std::lock_guard<std::mutex> eg(engine_->mutex());
+    const mem::Entry* e = engine_->mrs().find(mr->lkey);
+    if (e != nullptr && e->windows != 0) return EBUSY;
+  }
+  mem::EntryType type = (access & mem::kZeroBased) ? mem::EntryType::kZeroBasedRegion : mem::EntryType::kRegion;
+  // The new range is pinned before the old one is let go, so shared pages never drop out.
+  bool pin = !(access & mem::kOnDemand);
+  if (pin)
+    if (int rc = mem::pin(addr, length)) return rc;
+  {
+    // The entry changes in place and keeps its keys, as HCAs do (a re-registration through a
+    // UMR keeps the mkey): peers holding the rkey keep using it.
+    std::lock_guard<std::mutex> eg(engine_->mutex());
+    auto* host = static_cast<uint8_t*>(addr);
+    if (!engine_->mrs().modify(mr->lkey, pd->handle, host, iova, length, access, type)) {
+      if (pin) mem::unpin(addr, length);
+      return EINVAL;
+    }
+  }
+  if (mr->pinned) mem::unpin(mr->addr, mr->length);
+  mr->pinned = pin;
+  if (pd != mr->pd) {
+    pd->refs++;
+    mr->pd->refs--;
+    mr->pd = pd;
+  }
+  mr->addr = addr;
+  mr->length = length;
+  mr->iova = iova;
+  mr->access = access;
+  return 0;
+}
+
+Mr* Device::alloc_fast_reg_mr(Pd* pd, uint32_t max_pages, int* err) {
+  *err = EINVAL;
+  if (pd == nullptr || max_pages == 0 || max_pages > (1u << 20)) return nullptr;
+  auto mr = std::make_unique<Mr>();
+  mr->pd = pd;
+  mr->addr = nullptr;
+  mr->length = uint64_t{max_pages} << 12;
+  mr->iova = 0;
+  mr->access = mem::kFastReg;
+  {
+    std::lock_guard<std::mutex> g(engine_->mutex());
+    mr->lkey = mr->rkey = engine_->mrs().alloc_fast_reg(pd->handle, max_pages);
+  }
+  if (mr->lkey == 0) {
+    *err = ENOMEM;
+    return nullptr;
+  }
+  *err = 0;
+  pd->refs++;
+  return keep(mrs_, std::move(mr));
+}
+
+Mw* Device::alloc_mw(Pd* pd, uint8_t type, int* err) {
+  *err = EINVAL;
+  if (pd == nullptr || (type != 1 && type != 2)) return nullptr;
+  auto mw = std::make_unique<Mw>();
+  mw->pd = pd;
+  mw->type = type;
+  {
+    std::lock_guard<std::mutex> g(engine_->mutex());
+    mw->rkey = engine_->mrs().alloc_window(pd->handle, type);
+  }
+  if (mw->rkey == 0) {
+    *err = ENOMEM;
+    return nullptr;
+  }
+  *err = 0;
+  pd->refs++;
+  return keep(mws_, std::move(mw));
+}
+
+int Device::dealloc_mw(Mw* mw) {
+  std::lock_guard<std::mutex> g(objects_mu_);
+  if (!owns(mws_, mw)) return EINVAL;
+  {
+    std::lock_guard<std::mutex> eg(engine_->mutex());
+    engine_->mrs().remove(mw->rkey);  // unbinds it from its region
+  }
+  mw->pd->refs--;
+  erase_owned(mws_, mw);
+  return 0;
+}
+
+int Device::bind_mw(QueuePair* qp, Mw* mw, uint64_t wr_id, uint32_t send_flags, Mr* mr, uint64_t addr,
+                    uint64_t length, uint32_t access) {
+  if (qp == nullptr || mw == nullptr || mw->type != 1) return EINVAL;
+  if (length != 0 && mr == nullptr) return EINVAL;
+  SendWr wr;
+  wr.wr_id = wr_id;
+  wr.opcode = WrOpcode::kBindMw;
+  wr.flags = send_flags;
+  wr.bind.mw = mw->rkey;
+  // The next key of the window (ibv_inc_rkey): the old one stops working once this executes.
+  wr.bind.new_key = (mw->rkey & ~0xffu) | ((mw->rkey + 1) & 0xffu);
+  wr.bind.mr = mr != nullptr ? mr->lkey : 0;
+  wr.bind.addr = addr;
+  wr.bind.length = length;
+  wr.bind.access = access;
+  size_t bad;
+  if (int rc = post_send(qp, &wr, 1, &bad)) return rc;
+  mw->rkey = wr.bind.new_key;
+  return 0;
+}
+
+}  // namespace softrdma
