@@ -242,6 +242,11 @@ void completer_receive(Engine& e, Qp& qp, const wire::PacketView& p) {
         qp.comp.retry_deadline = 0;  // waiting out an RNR is not a transport timeout
         break;
       case 3:  // NAK
+        // About a request already answered in full (a duplicate's late NAK): nothing to fail.
+        if (psn_diff(p.psn, qp.comp.una_psn) < 0) {
+          qp.stats->stale_responses++;
+          break;
+        }
         ack_through(e, qp, psn_prev(p.psn));
         if (value == 0) {  // PSN sequence error: resend from the PSN the responder expects
           qp.stats->nak_seq_received++;
@@ -311,9 +316,26 @@ void completer_retire(Engine& e, Qp& qp) {
     if (qp.req.next < qp.sq.retired()) {
       qp.req.next = qp.sq.retired();
       qp.req.offset = 0;
-      if (started) qp.req.psn = end_psn;
+      if (started && !failed) qp.req.psn = end_psn;  // a failed WQE sent nothing (or the QP is in ERR)
     }
     if (failed) break;  // the rest is flushed by the engine
+  }
+  // SQE (FIG. 11 option 1): once the failed WQE is out, nothing behind it was started; those
+  // WQEs, and whatever is posted meanwhile, complete as flushed.
+  if (qp.state.load(std::memory_order_relaxed) != QpState::kSqe) return;
+  while (qp.sq.retired() < qp.sq.produced() && !qp.sq.at(qp.sq.retired()).started) {
+    SendWqe& w = qp.sq.at(qp.sq.retired());
+    Wc wc{};
+    wc.wr_id = w.wr_id;
+    wc.status = w.failed ? w.status : WcStatus::kWrFlushErr;
+    wc.opcode = wc_opcode(w.opcode);
+    wc.qp_num = qp.qpn;
+    qp.sq.retire();
+    e.complete(qp.send_cq, wc, false);
+  }
+  if (qp.req.next < qp.sq.retired()) {
+    qp.req.next = qp.sq.retired();
+    qp.req.offset = 0;
   }
 }
 

@@ -159,23 +159,6 @@ void Engine::send_queue_error(Qp& qp) {
   if (qp.slot != nullptr) qp.slot->state = static_cast<uint8_t>(QpState::kSqe);
 }
 
-void Engine::drain_send_queue(Qp& qp) {
-  completer_retire(*this, qp);
-  // Past the failed WQE nothing was started: flush it all, and whatever is posted meanwhile.
-  while (qp.sq.retired() < qp.sq.produced() && !qp.sq.at(qp.sq.retired()).started) {
-    SendWqe& w = qp.sq.at(qp.sq.retired());
-    Wc wc{};
-    wc.wr_id = w.wr_id;
-    wc.status = w.failed ? w.status : WcStatus::kWrFlushErr;
-    wc.qp_num = qp.qpn;
-    qp.sq.retire();
-    complete(qp.send_cq, wc, false);
-  }
-  if (qp.req.next < qp.sq.retired()) {
-    qp.req.next = qp.sq.retired();
-    qp.req.offset = 0;
-  }
-}
 
 void Engine::flush_errors(Qp& qp) {
   // IBA 10.3.1 (Error state): every outstanding and newly posted WR completes with "flushed",
@@ -231,7 +214,7 @@ void Engine::run_send(Qp& qp) {
   if (qp.resp.serving) responder_run(*this, qp);
   if (qp.resp.ack_pending) responder_flush_ack(*this, qp);
   if (qp.req.next < qp.sq.produced()) requester_run(*this, qp);
-  if (qp.state.load(std::memory_order_relaxed) == QpState::kSqe) drain_send_queue(qp);
+  if (qp.state.load(std::memory_order_relaxed) == QpState::kSqe) completer_retire(*this, qp);  // drains
   if (qp.responder_error) {
     qp.responder_error = false;
     set_error(qp);

@@ -118,7 +118,6 @@ class Engine {
   void run_timers(uint64_t now, uint64_t* next);
   void run_send(Qp& qp);
   void flush_errors(Qp& qp);
-  void drain_send_queue(Qp& qp);
 
   std::mutex mu_;
   std::unique_ptr<link::Link> link_;

@@ -56,7 +56,13 @@ uint8_t message_opcode(const Qp& qp, const SendWqe& w, bool first, bool last) {
 void fail(Engine& e, Qp& qp, SendWqe& w, WcStatus status) {
   w.failed = true;
   w.status = status;
-  e.send_queue_error(qp);
+  // Draining the send queue (option 1) keeps the connection, which needs the failed message
+  // never to have sent a packet: the peer must not hold any of it (a retransmission that
+  // fails, e.g. because its memory was invalidated meanwhile, takes the QP to ERR).
+  if (qp.req.offset != 0 || (w.started && psn_diff(qp.req.fresh_psn, w.first_psn) > 0))
+    e.set_error(qp);
+  else
+    e.send_queue_error(qp);
 }
 
 enum class Start { kGo, kWait, kFailed, kDone };
