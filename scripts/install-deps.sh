@@ -23,8 +23,10 @@ packages=(
   ibverbs-utils perftest
   # rdma-core's Python test suite (/usr/share/doc/rdma-core/tests) run by tests/verbs/pyverbs.sh
   python3-pyverbs
-  # plots written by `softrdma perf --plot`
+  # plots written by `softrdma perf --plot` and bench/compare.sh
   gnuplot-nox
+  # bench/compare.sh: UCX's ucx_perftest as a peer (over TCP and shared memory); iperf3 is above
+  ucx-utils
 )
 
 missing=()
