@@ -207,6 +207,13 @@ class Device {
   // with translation room for max_pages 4 KiB pages. Invalid until registered.
   Mr* alloc_fast_reg_mr(Pd* pd, uint32_t max_pages, int* err);
 
+  // On-demand paging (seed 003). reg_mr with mem::kOnDemand registers without pinning; with
+  // addr nullptr and length SIZE_MAX it registers the implicit region: the whole address space.
+  // advise_mr() brings the pages of sges (lkeys of on-demand regions of pd) in ahead of use,
+  // writable if `write`; with `flush` it returns when they are resident. EINVAL for a key that is
+  // not an on-demand region of pd, EFAULT for memory that is not mapped.
+  int advise_mr(Pd* pd, bool write, bool flush, const Sge* sges, uint32_t n);
+
   // Memory windows (memory.cc).
   Mw* alloc_mw(Pd* pd, uint8_t type, int* err);
   int dealloc_mw(Mw* mw);

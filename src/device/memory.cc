@@ -5,6 +5,7 @@
 
 #include "device/device.h"
 #include "device/owned.h"
+#include "mem/odp.h"
 #include "mem/pin.h"
 
 namespace softrdma {
@@ -16,7 +17,10 @@ Mr* Device::reg_mr(Pd* pd, void* addr, size_t length, uint32_t access, int* err,
     *err = EINVAL;
     return nullptr;
   }
-  if (pd == nullptr || (addr == nullptr && length != 0)) {
+  access &= ~mem::kFastReg;  // only alloc_fast_reg_mr() makes those
+  // The implicit on-demand region (seed 003): the whole address space, addressed as itself.
+  bool implicit = (access & mem::kOnDemand) && addr == nullptr && length == SIZE_MAX;
+  if (pd == nullptr || (addr == nullptr && length != 0 && !implicit) || (implicit && (access & mem::kZeroBased))) {
     *err = EINVAL;
     return nullptr;
   }
@@ -24,19 +28,24 @@ Mr* Device::reg_mr(Pd* pd, void* addr, size_t length, uint32_t access, int* err,
   mr->pd = pd;
   mr->addr = addr;
   mr->length = length;
-  mr->iova = iova.value_or(reinterpret_cast<uint64_t>(addr));
+  mr->iova = implicit ? 0 : iova.value_or(reinterpret_cast<uint64_t>(addr));
   mr->access = access;
+  mr->implicit = implicit;
   mem::EntryType type = (access & mem::kZeroBased) ? mem::EntryType::kZeroBasedRegion : mem::EntryType::kRegion;
   // Ordinary regions stay resident while registered (seed 001); ENOMEM over RLIMIT_MEMLOCK and
   // EFAULT for unmapped memory, as ibv_reg_mr on a real device.
   if (!(access & mem::kOnDemand)) {
     if ((*err = mem::pin(addr, length)) != 0) return nullptr;
     mr->pinned = true;
+  } else if (!implicit && mem::residency(addr, length) == mem::Residency::kUnmapped) {
+    *err = EFAULT;  // on demand, but it must exist
+    return nullptr;
   }
   {
     std::lock_guard<std::mutex> g(engine_->mutex());
     mr->lkey = mr->rkey =
-        engine_->mrs().add(pd->handle, static_cast<uint8_t*>(addr), mr->iova, length, access, type);
+        engine_->mrs().add(pd->handle, static_cast<uint8_t*>(addr), mr->iova, implicit ? ~uint64_t{0} : length,
+                           access, type);
   }
   if (mr->lkey == 0) {
     if (mr->pinned) mem::unpin(addr, length);
@@ -145,6 +154,30 @@ Mr* Device::alloc_fast_reg_mr(Pd* pd, uint32_t max_pages, int* err) {
   *err = 0;
   pd->refs++;
   return keep(mrs_, std::move(mr));
+}
+
+int Device::advise_mr(Pd* pd, bool write, bool flush, const Sge* sges, uint32_t n) {
+  if (pd == nullptr || (n > 0 && sges == nullptr)) return EINVAL;
+  for (uint32_t i = 0; i < n; ++i) {
+    uint8_t* host;
+    {
+      std::lock_guard<std::mutex> g(engine_->mutex());
+      mem::Translation t;
+      if (engine_->mrs().check(sges[i].lkey, pd->handle, sges[i].addr, sges[i].length, mem::Need::kLocalRead, &t) !=
+              mem::KeyError::kOk ||
+          !t.entry->on_demand)
+        return EINVAL;
+      host = t.host;
+    }
+    if (sges[i].length == 0) continue;
+    if (mem::residency(host, sges[i].length) == mem::Residency::kUnmapped) return EFAULT;
+    if (flush) {
+      if (int rc = mem::populate(host, sges[i].length, write)) return rc;
+    } else if (engine_->faults().request(host, sges[i].length, write) == 0) {
+      return EAGAIN;  // the fault worker's queue is full
+    }
+  }
+  return 0;
 }
 
 Mw* Device::alloc_mw(Pd* pd, uint8_t type, int* err) {

@@ -108,11 +108,14 @@ void MrTable::set_translation(uint32_t index, uint8_t* host, uint64_t length) {
   e.first_offset = 0;
   e.page_shift = 12;
   // Huge pages are only worth asking the kernel about for regions that could span one.
-  if (length >= (uint64_t{2} << 20)) e.page_shift = page_shift_of(host);
+  if (length >= (uint64_t{2} << 20) && host != nullptr) e.page_shift = page_shift_of(host);
   uint64_t page = uint64_t{1} << e.page_shift;
   uint64_t mask = page - 1;
-  if (host == nullptr || (reinterpret_cast<uintptr_t>(host) & mask) + length <= page) {
-    e.xlate = XlateControl::kDirect;  // within one page: nothing to translate
+  e.implicit = e.on_demand && host == nullptr && length == ~uint64_t{0};
+  // Within one page there is nothing to translate; on-demand memory is addressed directly so
+  // that its residency can be asked of the kernel for the whole range at once.
+  if (host == nullptr || e.on_demand || (reinterpret_cast<uintptr_t>(host) & mask) + length <= page) {
+    e.xlate = XlateControl::kDirect;
     return;
   }
   // Memory is virtually contiguous in this process, but it is translated through page lists

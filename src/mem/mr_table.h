@@ -64,7 +64,8 @@ struct Entry {
   uint32_t windows = 0;  // region: windows bound to it (deregistration waits for them)
   uint8_t mw_type = 0;   // window: 1 (bound with the bind verb) or 2 (bound on a send queue)
   bool owned = false;    // handed to a consumer; valid or not (an unbound window, an invalidated region)
-  bool on_demand = false;
+  bool on_demand = false;  // not pinned: pages may be missing (seed 003); always direct
+  bool implicit = false;   // on demand over the whole address space (host == nullptr, iova 0)
   uint32_t touch_qpn = 0;   // one-touch: the QP whose message is being placed
   uint64_t touch_left = 0;  // one-touch: bytes of that message not yet placed
 };

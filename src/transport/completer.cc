@@ -5,6 +5,7 @@
 
 #include "transport/engine.h"
 #include "transport/psn.h"
+#include "transport/rnr.h"
 
 namespace softrdma::transport {
 
@@ -16,11 +17,6 @@ bool is_rd_atomic(WrOpcode o) {
 
 uint32_t last_psn(const SendWqe& w) { return psn_add(w.first_psn, w.npkts - 1); }
 
-// IBA Table 45: RNR NAK timer field encodings, in microseconds.
-constexpr uint32_t kRnrTimerUs[32] = {655360, 10,    20,    30,    40,    60,    80,    120,
-                                      160,    240,   320,   480,   640,   960,   1280,  1920,
-                                      2560,   3840,  5120,  7680,  10240, 15360, 20480, 30720,
-                                      40960,  61440, 81920, 122880, 163840, 245760, 327680, 491520};
 
 WcOpcode wc_opcode(WrOpcode o) {
   switch (o) {
@@ -74,6 +70,23 @@ void rewind(Qp& qp, uint32_t psn) {
   qp.req.offset = static_cast<uint32_t>(psn_diff(psn, w.first_psn)) * mtu;
   qp.req.psn = psn;
   qp.req.since_ackreq = 0;
+}
+
+// An RNR NAK for a packet that needs no receive WQE can only mean the responder is paging
+// (mlx5 and softrdma answer on-demand page faults this way): RDMA WRITE without immediate,
+// READ, atomics, and every packet of a WRITE with immediate but its last.
+bool is_page_fault(Qp& qp, uint32_t psn) {
+  uint64_t i;
+  if (!find_wqe(qp, psn, &i)) return false;
+  const SendWqe& w = qp.sq.at(i);
+  switch (w.opcode) {
+    case WrOpcode::kRdmaWrite:
+    case WrOpcode::kRdmaRead:
+    case WrOpcode::kCompSwap:
+    case WrOpcode::kFetchAdd: return true;
+    case WrOpcode::kRdmaWriteImm: return psn != last_psn(w);
+    default: return psn != w.first_psn;  // a SEND takes its receive WQE at the first packet
+  }
 }
 
 void fail_at(Engine& e, Qp& qp, uint32_t psn, WcStatus status) {
@@ -227,14 +240,19 @@ void completer_receive(Engine& e, Qp& qp, const wire::PacketView& p) {
       case 0:  // ACK
         ack_through(e, qp, p.psn);
         break;
-      case 1:  // RNR NAK: the responder had no receive WQE for the request at p.psn
+      case 1:  // RNR NAK: no receive WQE for the request at p.psn, or pages not resident
         qp.stats->rnr_nak_received++;
         ack_through(e, qp, psn_prev(p.psn));
-        if (qp.comp.rnr_left == 0) {
+        if (is_page_fault(qp, p.psn)) {
+          // The responder is bringing in on-demand pages (seed 003): a pause, not a failure,
+          // so the retry budget is left alone.
+          qp.stats->page_fault_pauses++;
+        } else if (qp.comp.rnr_left == 0) {
           fail_at(e, qp, p.psn, WcStatus::kRnrRetryExcErr);
           break;
+        } else if (qp.comp.rnr_left != 7) {
+          qp.comp.rnr_left--;  // 7 means retry forever (IBA 9.7.5.2.8)
         }
-        if (qp.comp.rnr_left != 7) qp.comp.rnr_left--;  // 7 means retry forever (IBA 9.7.5.2.8)
         rewind(qp, p.psn);
         qp.req.rnr_wait = true;
         qp.req.rnr_deadline = now_ns() + uint64_t{kRnrTimerUs[value]} * 1000;

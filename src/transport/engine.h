@@ -17,6 +17,7 @@
 
 #include "link/link.h"
 #include "mem/mr_table.h"
+#include "mem/odp.h"
 #include "transport/counters.h"
 #include "transport/qp.h"
 #include "wire/icrc.h"
@@ -57,6 +58,8 @@ class Engine {
   link::Link& link() { return *link_; }
   const EngineConfig& config() const { return cfg_; }
   mem::MrTable& mrs() { return mrs_; }
+  // Brings on-demand pages in off the engine's thread (seed 003).
+  mem::FaultWorker& faults() { return faults_; }
   DeviceCounters& counters() { return *counters_; }
   wire::Endpoint local() const { return local_; }
 
@@ -124,6 +127,7 @@ class Engine {
   EngineConfig cfg_;
   wire::Endpoint local_;
   mem::MrTable mrs_;
+  mem::FaultWorker faults_;
   DeviceCounters own_counters_;
   DeviceCounters* counters_;
   QpStatsSlot* qp_slots_;

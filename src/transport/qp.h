@@ -254,6 +254,7 @@ class Qp {
     uint32_t nresources = 0;
     uint32_t next_resource = 0;
     bool serving = false;  // some resource has READ responses left to send
+    uint64_t fault_ticket = 0;  // on-demand pages being brought in for the request at epsn
   } resp;
 
   bool has_send_work() const;  // requester or responder has packets to emit

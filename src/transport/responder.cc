@@ -7,10 +7,12 @@
 // registered memory is touched, and every failure maps to exactly one NAK.
 #include <algorithm>
 #include <atomic>
+#include <cerrno>
 #include <cstring>
 
 #include "transport/engine.h"
 #include "transport/psn.h"
+#include "transport/rnr.h"
 
 namespace softrdma::transport {
 
@@ -23,6 +25,8 @@ constexpr uint8_t kNakSeq = 0x60;
 constexpr uint8_t kNakInvReq = 0x61;
 constexpr uint8_t kNakAccess = 0x62;
 constexpr uint8_t kNakOp = 0x63;
+
+constexpr uint8_t kPageFault = 0xff;  // internal: answer with a page-fault RNR NAK
 
 constexpr uint32_t kMaxMessage = 1u << 31;
 constexpr uint32_t kGrhSize = 40;
@@ -106,6 +110,48 @@ bool first_touch(Engine& e, Qp& qp, uint32_t rkey, uint64_t len) {
   return false;
 }
 
+// On-demand entries (seed 003): the engine touches only resident pages. Missing ones are
+// brought in by the fault worker while the peer is told to come back later.
+enum class Paging { kGo, kFault, kBad };
+
+Paging page_in(Engine& e, Qp& qp, const mem::Translation& t, uint64_t len, bool write) {
+  if (len == 0 || !t.entry->on_demand) return Paging::kGo;
+  auto& r = qp.resp;
+  switch (mem::residency(t.host, len)) {
+    case mem::Residency::kResident: r.fault_ticket = 0; return Paging::kGo;
+    case mem::Residency::kUnmapped: return Paging::kBad;
+    case mem::Residency::kMissing: break;
+  }
+  if (r.fault_ticket != 0) {
+    int result = 0;
+    if (!e.faults().done(r.fault_ticket, &result)) return Paging::kFault;  // still coming in
+    r.fault_ticket = 0;
+    // Mapped but not accessible that way (e.g. read-only memory for a WRITE).
+    if (result != 0 && result != ESTALE) return Paging::kBad;
+  }
+  r.fault_ticket = e.faults().request(t.host, len, write);
+  if (r.fault_ticket != 0) qp.stats->page_faults += (len + 4095) / 4096;
+  return Paging::kFault;
+}
+
+// The page-fault acknowledgement: an RNR NAK, which any RoCE requester understands and which
+// a softrdma requester does not count against its retry budget. Its timer grows with the
+// number of pages coming in.
+void emit_page_fault_nak(Engine& e, Qp& qp, uint32_t psn, uint64_t len) {
+  uint8_t code = rnr_timer_code(20 + (len + 4095) / 4096);
+  qp.stats->page_fault_naks_sent++;
+  emit_ack(e, qp, static_cast<uint8_t>(kRnrNak | code), psn);
+  qp.resp.nak_sent = true;  // the packets behind it are not a sequence error: stay quiet
+}
+
+// Writes a packet's payload into a validated range. The implicit region spans memory the
+// process may not have mapped: its copies fail with EFAULT instead of faulting the process.
+bool place(const mem::Translation& t, const uint8_t* data) {
+  if (t.entry->implicit) return mem::safe_store(t.host, data, t.length) == 0;
+  t.store(data);
+  return true;
+}
+
 // Sends READ responses for [va, va+len) starting at psn, read from registered memory now.
 void serve_read(Engine& e, Qp& qp, uint32_t psn, uint64_t va, uint32_t rkey, uint32_t len) {
   uint32_t mtu = mtu_bytes(qp.attr.path_mtu);
@@ -187,6 +233,7 @@ void duplicate(Engine& e, Qp& qp, const wire::PacketView& p) {
       // cannot be answered again, and silence would only make the requester retry forever.
       if (len > 0 && remote_check(e, qp, rkey, va, len, mem::Need::kRemoteRead, &t) != mem::KeyError::kOk)
         return fatal_nak(e, qp, kNakAccess, p.psn);
+      if (len > 0 && page_in(e, qp, t, len, false) == Paging::kBad) return fatal_nak(e, qp, kNakAccess, p.psn);
       qp.stats->read_resends++;
       serve_read(e, qp, p.psn, va, rkey, len);
       return;
@@ -285,6 +332,9 @@ uint8_t execute_message(Engine& e, Qp& qp, const wire::PacketView& p, bool rc) {
     // IBA C9-88: a zero-length WRITE needs no valid R_Key.
     if (len > 0 && remote_check(e, qp, rkey, va, len, mem::Need::kRemoteWrite, &t) != mem::KeyError::kOk)
       return kNakAccess;
+    // Bring the whole message in at once: one pause per message, not one per packet.
+    if (Paging pg = len > 0 ? page_in(e, qp, t, len, true) : Paging::kGo; pg != Paging::kGo)
+      return pg == Paging::kFault ? kPageFault : kNakAccess;
     if (len > 0 && !first_touch(e, qp, rkey, len)) return kNakAccess;
     r.in_write = true;
     r.write_va = va;
@@ -297,16 +347,27 @@ uint8_t execute_message(Engine& e, Qp& qp, const wire::PacketView& p, bool rc) {
     return kNakInvReq;
   }
   bool imm = info.is(wire::kWithImm);
-  if (last && imm && !take_recv(qp)) return kRnrNak;  // before any byte of this packet lands
+  mem::Translation t;
   if (p.payload_len > 0) {
-    mem::Translation t;
     if (remote_check(e, qp, r.write_rkey, r.write_va, p.payload_len, mem::Need::kRemoteWrite, &t) !=
         mem::KeyError::kOk) {
+      r.in_write = false;
+      if (last && imm && take_recv(qp)) fail_recv(e, qp, WcStatus::kRemAccessErr, WcOpcode::kRecvRdmaWithImm);
+      return kNakAccess;
+    }
+    // Pages of an on-demand region can go again while a message comes in.
+    if (Paging pg = page_in(e, qp, t, p.payload_len, true); pg != Paging::kGo) {
+      if (pg == Paging::kBad) r.in_write = false;
+      return pg == Paging::kFault ? kPageFault : kNakAccess;
+    }
+  }
+  if (last && imm && !take_recv(qp)) return kRnrNak;  // before any byte of this packet lands
+  if (p.payload_len > 0) {
+    if (!place(t, p.payload)) {
       r.in_write = false;
       if (last && imm) fail_recv(e, qp, WcStatus::kRemAccessErr, WcOpcode::kRecvRdmaWithImm);
       return kNakAccess;
     }
-    t.store(p.payload);
     e.mrs().placed(r.write_rkey, p.payload_len);
   }
   r.write_va += p.payload_len;
@@ -357,6 +418,8 @@ void rc_receive(Engine& e, Qp& qp, const wire::PacketView& p) {
     mem::Translation t;
     if (len > 0 && remote_check(e, qp, rkey, va, len, mem::Need::kRemoteRead, &t) != mem::KeyError::kOk)
       return fatal_nak(e, qp, kNakAccess, p.psn);
+    if (Paging pg = len > 0 ? page_in(e, qp, t, len, false) : Paging::kGo; pg != Paging::kGo)
+      return pg == Paging::kFault ? emit_page_fault_nak(e, qp, p.psn, len) : fatal_nak(e, qp, kNakAccess, p.psn);
     if (len > 0 && !first_touch(e, qp, rkey, len)) return fatal_nak(e, qp, kNakAccess, p.psn);
     ResponderResource& res = new_resource(qp);
     res.psn = p.psn;
@@ -377,6 +440,8 @@ void rc_receive(Engine& e, Qp& qp, const wire::PacketView& p) {
     // The target must be one aligned word in memory (an iova that is aligned may not be).
     if (t.chunk(0, &t.host) != 8 || (reinterpret_cast<uintptr_t>(t.host) & 7))
       return fatal_nak(e, qp, kNakInvReq, p.psn);
+    if (Paging pg = page_in(e, qp, t, 8, true); pg != Paging::kGo)
+      return pg == Paging::kFault ? emit_page_fault_nak(e, qp, p.psn, 8) : fatal_nak(e, qp, kNakAccess, p.psn);
     if (!first_touch(e, qp, rkey, 8)) return fatal_nak(e, qp, kNakAccess, p.psn);
     std::atomic_ref<uint64_t> target(*reinterpret_cast<uint64_t*>(t.host));
     uint64_t operand = p.get(wire::kAtmEth, wire::atmeth::swap_add);
@@ -400,6 +465,10 @@ void rc_receive(Engine& e, Qp& qp, const wire::PacketView& p) {
     return;
   }
   uint8_t result = execute_message(e, qp, p, true);
+  if (result == kPageFault) {
+    uint64_t len = info.has(wire::kReth) ? p.get(wire::kReth, wire::reth::dmalen) : p.payload_len;
+    return emit_page_fault_nak(e, qp, p.psn, len);
+  }
   if (result == kRnrNak) {
     qp.stats->rnr_nak_sent++;
     emit_ack(e, qp, static_cast<uint8_t>(kRnrNak | (qp.attr.min_rnr_timer & 0x1f)), p.psn);
