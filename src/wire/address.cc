@@ -95,7 +95,11 @@ std::optional<Endpoint> Endpoint::from_sockaddr(const sockaddr* sa) {
 }
 
 std::string Endpoint::str() const {
-  std::string s = ip.is_v4() ? ip.str() : "[" + ip.str() + "]";
+  // Appended piece by piece: GCC 12 at -O3 warns (-Wrestrict, falsely) on "[" + str + "]".
+  std::string s;
+  if (!ip.is_v4()) s += '[';
+  s += ip.str();
+  if (!ip.is_v4()) s += ']';
   s += ':';
   s += std::to_string(port);
   return s;

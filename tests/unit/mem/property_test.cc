@@ -115,5 +115,95 @@ TEST(MrTableProperty, NoAccessEscapesItsRegion) {
   for (Region& r : regions) munmap(r.map, (r.pages + 2) * kPage);
 }
 
+// The same property through windows: random binds over random parts of regions, some windows
+// invalidated, some regions re-registered under them. Whatever a window key lets through lies
+// inside the window's range of its region's memory, and never outside the region.
+TEST(MrTableProperty, NoAccessEscapesItsWindow) {
+  std::mt19937_64 rng(7);
+  MrTable t;
+  struct Window {
+    uint32_t key = 0;
+    size_t region = 0;
+    uint64_t offset = 0, length = 0;  // within the region
+    bool zero_based = false, live = false;
+  };
+  std::vector<Region> regions;
+  std::vector<bool> region_live;
+  for (int i = 0; i < 8; ++i) {
+    Region r;
+    r.pages = 1 + rng() % 24;
+    void* m = mmap(nullptr, (r.pages + 2) * kPage, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    ASSERT_NE(m, MAP_FAILED);
+    r.map = static_cast<uint8_t*>(m);
+    ASSERT_EQ(0, mprotect(r.map + kPage, r.pages * kPage, PROT_READ | PROT_WRITE));
+    r.pd = 1;
+    r.host = r.map + kPage;
+    r.length = r.pages * kPage;
+    r.iova = reinterpret_cast<uint64_t>(r.host);
+    r.key = t.add(r.pd, r.host, r.iova, r.length, kLocalWrite | kMwBind);
+    regions.push_back(r);
+    region_live.push_back(true);
+  }
+  std::vector<Window> windows;
+  for (int i = 0; i < 32; ++i) {
+    Window w;
+    w.key = t.alloc_window(1, i % 2 ? 2 : 1);
+    w.region = rng() % regions.size();
+    const Region& r = regions[w.region];
+    w.offset = rng() % r.length;
+    w.length = 1 + rng() % (r.length - w.offset);
+    w.zero_based = rng() % 3 == 0;
+    MrTable::Bind b;
+    b.window = w.key;
+    b.new_key = (w.key & ~0xffu) | ((w.key + 1) & 0xffu);
+    b.region = r.key;
+    b.pd = 1;
+    b.qpn = 9;
+    b.addr = r.iova + w.offset;
+    b.length = w.length;
+    b.access = kRemoteWrite | kRemoteRead | (w.zero_based ? uint32_t{kZeroBased} : 0u);
+    ASSERT_EQ(KeyError::kOk, t.bind(b));
+    w.key = b.new_key;
+    w.live = true;
+    windows.push_back(w);
+  }
+  // A few type-2 windows invalidated; one region re-registered (its windows go stale).
+  for (size_t i = 1; i < windows.size(); i += 6)
+    if (t.invalidate(windows[i].key, 1, 9, true) == KeyError::kOk) windows[i].live = false;
+  ASSERT_TRUE(t.modify(regions[0].key, 1, regions[0].host, regions[0].iova, regions[0].length, kLocalWrite | kMwBind,
+                       EntryType::kRegion));
+  for (Window& w : windows)
+    if (w.region == 0) w.live = false;
+
+  uint64_t allowed = 0;
+  for (int n = 0; n < 100000; ++n) {
+    const Window& w = windows[rng() % windows.size()];
+    uint32_t key = rng() % 8 == 0 ? w.key ^ (1 + rng() % 255) : w.key;
+    uint64_t start = w.zero_based ? 0 : regions[w.region].iova + w.offset;
+    uint64_t addr = start + rng() % (w.length + 8192) - 4096;
+    uint64_t len = rng() % 5000;
+    Translation tr;
+    if (t.check(key, 1, addr, len, Need::kRemoteWrite, &tr, 9) != KeyError::kOk) continue;
+    ASSERT_EQ(key, w.key);
+    ASSERT_TRUE(w.live) << "an invalidated or stale window was accepted";
+    ASSERT_GE(addr, start);
+    ASSERT_LE(addr - start + len, w.length);
+    const Region& r = regions[w.region];
+    for (uint64_t at = 0; at < len;) {
+      uint8_t* p;
+      uint64_t c = tr.chunk(at, &p);
+      ASSERT_GT(c, 0u);
+      ASSERT_EQ(p, r.host + w.offset + (addr - start) + at);
+      ASSERT_TRUE(r.inside(p, c));
+      p[0] ^= 1;
+      p[c - 1] ^= 1;
+      at += c;
+    }
+    ++allowed;
+  }
+  EXPECT_GT(allowed, 5000u);
+  for (Region& r : regions) munmap(r.map, (r.pages + 2) * kPage);
+}
+
 }  // namespace
 }  // namespace softrdma::mem
