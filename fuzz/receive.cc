@@ -3,6 +3,8 @@
 // completer, touching registered memory. The harness helps the fuzzer past the checks it cannot
 // guess (ICRC, a live QPN, a valid rkey, the expected PSN) when the frame's first byte says so,
 // so the deep states (multi-packet messages, READ re-serving, atomics, NAK paths) are reached.
+#include <sys/mman.h>
+
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
@@ -60,6 +62,11 @@ struct Harness {
   Mr* mr;
   std::vector<uint8_t> mem = std::vector<uint8_t>(1 << 16);
   QueuePair* qps[3];  // RC, UC, UD
+  // Keys a packet can be aimed at (flag bit 7): the plain region, a type-2 window bound to the
+  // RC QP, a one-touch region, an on-demand region over fresh pages, and the implicit
+  // on-demand region (remote read only: a fuzzer writing anywhere would corrupt itself).
+  std::vector<uint32_t> keys;
+  uint8_t* fresh = nullptr;
 
   Harness() {
     auto l = std::make_unique<InjectLink>();
@@ -85,6 +92,26 @@ struct Harness {
       qps[i] = dev->create_qp(pd, init, &e);
       connect(qps[i]);
     }
+    keys.push_back(mr->rkey);
+    Mr* bindable = dev->reg_mr(pd, mem.data(), mem.size(), mem::kLocalWrite | mem::kMwBind, &e);
+    Mw* mw = dev->alloc_mw(pd, 2, &e);
+    SendWr bind;
+    bind.opcode = WrOpcode::kBindMw;
+    bind.bind = {mw->rkey, mw->rkey + 1, bindable->lkey, reinterpret_cast<uint64_t>(mem.data()) + 512, 4096,
+                 mem::kRemoteWrite | mem::kRemoteRead | mem::kRemoteAtomic};
+    dev->post_send(qps[0], &bind, 1, nullptr);
+    keys.push_back(mw->rkey + 1);
+    keys.push_back(dev->reg_mr(pd, mem.data() + 8192, 8192,
+                               mem::kLocalWrite | mem::kRemoteWrite | mem::kRemoteRead | mem::kOneTouch, &e)
+                       ->rkey);
+    fresh = static_cast<uint8_t*>(mmap(nullptr, 1 << 16, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0));
+    keys.push_back(dev->reg_mr(pd, fresh, 1 << 16,
+                               mem::kOnDemand | mem::kLocalWrite | mem::kRemoteWrite | mem::kRemoteRead |
+                                   mem::kRemoteAtomic,
+                               &e)
+                       ->rkey);
+    keys.push_back(dev->reg_mr(pd, nullptr, SIZE_MAX, mem::kOnDemand | mem::kRemoteRead, &e)->rkey);
+    dev->progress();
   }
 
   void connect(QueuePair* q) {
@@ -140,8 +167,10 @@ void shape(Harness& h, uint8_t flags, std::vector<uint8_t>& pkt) {
   }
   if (qp && (flags & 0x20)) wire::set(pkt.data(), wire::bth::psn, qp->resp.epsn);
   if ((flags & 0x10) && info.valid() && info.payload + wire::kIcrcSize <= pkt.size()) {
-    if (info.has(wire::kReth)) wire::set(pkt.data() + info.reth, wire::reth::rkey, h.mr->rkey);
-    if (info.has(wire::kAtmEth)) wire::set(pkt.data() + info.atmeth, wire::atmeth::rkey, h.mr->rkey);
+    uint32_t key = (flags & 0x80) ? h.keys[pkt[pkt.size() - 1] % h.keys.size()] : h.mr->rkey;
+    if (info.has(wire::kReth)) wire::set(pkt.data() + info.reth, wire::reth::rkey, key);
+    if (info.has(wire::kAtmEth)) wire::set(pkt.data() + info.atmeth, wire::atmeth::rkey, key);
+    if (info.has(wire::kIeth)) wire::set(pkt.data() + info.ieth, wire::ieth::rkey, key);
     if (info.has(wire::kDeth)) wire::set(pkt.data() + info.deth, wire::deth::qkey, 0x1234);
   }
   if (flags & 1) {
