@@ -303,4 +303,20 @@ inline SendWr write_wr(uint64_t id, uint64_t raddr, uint32_t rkey, uint32_t flag
   wr.rdma.rkey = rkey;
   return wr;
 }
+
+inline SendWr read_wr(uint64_t id, uint64_t raddr, uint32_t rkey) {
+  SendWr wr = write_wr(id, raddr, rkey);
+  wr.opcode = WrOpcode::kRdmaRead;
+  return wr;
+}
+
+// The next key of an entry (ibv_inc_rkey): same index, next low byte.
+inline uint32_t next_key(uint32_t key) { return (key & ~0xffu) | ((key + 1) & 0xffu); }
+
+// Exactly one completion within the limit (an empty Wc, and a test failure, otherwise).
+inline Wc wait_one(Side& s, std::chrono::milliseconds limit = std::chrono::seconds(10)) {
+  auto wc = wait_for(s, 1, limit);
+  EXPECT_EQ(wc.size(), 1u);
+  return wc.empty() ? Wc{} : wc[0];
+}
 }  // namespace softrdma::test

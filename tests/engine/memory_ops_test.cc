@@ -12,14 +12,6 @@ using namespace std::chrono_literals;
 
 constexpr uint64_t kPage = 4096;
 
-uint32_t next_key(uint32_t key) { return (key & ~0xffu) | ((key + 1) & 0xffu); }
-
-SendWr read_wr(uint64_t id, uint64_t raddr, uint32_t rkey) {
-  SendWr wr = write_wr(id, raddr, rkey);
-  wr.opcode = WrOpcode::kRdmaRead;
-  return wr;
-}
-
 SendWr bind_wr(uint64_t id, Mw* mw, uint32_t new_key, Mr* mr, uint64_t addr, uint64_t len, uint32_t access) {
   SendWr wr;
   wr.wr_id = id;
@@ -58,13 +50,8 @@ class MemoryOpsTest : public PairTest {
     EXPECT_TRUE(mw) << err;
     return mw;
   }
-  Wc one(Side& s) {
-    auto wc = wait_for(s, 1, 5s);
-    EXPECT_EQ(wc.size(), 1u);
-    return wc.empty() ? Wc{} : wc[0];
-  }
   void expect_ok(Side& s, uint64_t wr_id) {
-    Wc wc = one(s);
+    Wc wc = wait_one(s);
     EXPECT_EQ(wc.wr_id, wr_id);
     EXPECT_EQ(wc.status, WcStatus::kSuccess) << name(wc.status);
   }
@@ -79,7 +66,7 @@ TEST_F(MemoryOpsTest, Type2WindowGrantsItsRangeAndRightsOnly) {
   uint32_t key = next_key(mw->rkey);
   uint64_t win = b.addr(8192);
   ASSERT_EQ(0, post(b, bind_wr(1, mw, key, region, win, 16384, mem::kRemoteWrite | mem::kRemoteRead), {}));
-  Wc bound = one(b);
+  Wc bound = wait_one(b);
   EXPECT_EQ(bound.status, WcStatus::kSuccess) << name(bound.status);
   EXPECT_EQ(bound.opcode, WcOpcode::kBindMw);
   fill(a.buf, 0, 16384, 3);
@@ -92,7 +79,7 @@ TEST_F(MemoryOpsTest, Type2WindowGrantsItsRangeAndRightsOnly) {
   EXPECT_EQ(EBUSY, b.dev->dereg_mr(region)) << "a window is bound to it";
   // One byte past the window, though inside the region: remote access error.
   ASSERT_EQ(0, post(a, write_wr(4, win + 16384 - 8, key), a.sge(0, 9)));
-  Wc bad = one(a);
+  Wc bad = wait_one(a);
   EXPECT_EQ(bad.status, WcStatus::kRemAccessErr) << name(bad.status);
   EXPECT_TRUE(wait_state(b.qp, QpState::kErr));
   EXPECT_EQ(0, b.dev->dealloc_mw(mw));
@@ -103,7 +90,7 @@ TEST_F(MemoryOpsTest, RegionWithoutRemoteRightsIsNotReachable) {
   make();
   Mr* region = local_region(b, 0, 4096);
   ASSERT_EQ(0, post(a, write_wr(1, b.addr(0), region->rkey), a.sge(0, 8)));
-  EXPECT_EQ(one(a).status, WcStatus::kRemAccessErr);
+  EXPECT_EQ(wait_one(a).status, WcStatus::kRemAccessErr);
 }
 
 TEST_F(MemoryOpsTest, Type2WindowWorksOnlyThroughTheQpItIsBoundTo) {
@@ -123,7 +110,7 @@ TEST_F(MemoryOpsTest, Type2WindowWorksOnlyThroughTheQpItIsBoundTo) {
   wr.sg_list = &sg;
   wr.num_sge = 1;
   ASSERT_EQ(0, a.dev->post_send(a2, &wr, 1, nullptr));
-  Wc wc = one(a);
+  Wc wc = wait_one(a);
   EXPECT_EQ(wc.status, WcStatus::kRemAccessErr) << name(wc.status);
   ASSERT_EQ(0, post(a, write_wr(3, b.addr(0), key), a.sge(0, 64)));
   expect_ok(a, 3);
@@ -148,7 +135,7 @@ TEST_F(MemoryOpsTest, Type1WindowRebindRetiresTheOldKey) {
   expect_ok(a, 4);
   EXPECT_EQ(0, std::memcmp(a.buf.data(), b.buf.data() + 4096, 4096));
   ASSERT_EQ(0, post(a, read_wr(5, b.addr(0), first), a.sge(0, 8)));
-  EXPECT_EQ(one(a).status, WcStatus::kRemAccessErr);
+  EXPECT_EQ(wait_one(a).status, WcStatus::kRemAccessErr);
 }
 
 TEST_F(MemoryOpsTest, BindErrorsCompleteWithMwBindErr) {
@@ -176,7 +163,7 @@ TEST_F(MemoryOpsTest, LocalAndRemoteInvalidationOfAWindow) {
   post_recv(b, 10, 4096, 64);
   ASSERT_EQ(0, post(a, inv_wr(2, k1, WrOpcode::kSendInv), a.sge(0, 16)));
   expect_ok(a, 2);
-  Wc got = one(b);
+  Wc got = wait_one(b);
   EXPECT_EQ(got.status, WcStatus::kSuccess) << name(got.status);
   EXPECT_TRUE(got.wc_flags & kWcWithInv);
   EXPECT_EQ(got.imm_data, k1);
@@ -190,20 +177,20 @@ TEST_F(MemoryOpsTest, LocalAndRemoteInvalidationOfAWindow) {
   ASSERT_EQ(0, post(a, write_wr(4, b.addr(0), k2), a.sge(0, 64)));
   expect_ok(a, 4);
   ASSERT_EQ(0, post(b, inv_wr(5, k2), {}));
-  Wc inv = one(b);
+  Wc inv = wait_one(b);
   EXPECT_EQ(inv.status, WcStatus::kSuccess) << name(inv.status);
   EXPECT_EQ(inv.opcode, WcOpcode::kLocalInv);
   ASSERT_EQ(0, post(a, write_wr(6, b.addr(0), k2), a.sge(0, 64)));
-  EXPECT_EQ(one(a).status, WcStatus::kRemAccessErr);
+  EXPECT_EQ(wait_one(a).status, WcStatus::kRemAccessErr);
 }
 
 TEST_F(MemoryOpsTest, SendWithInvalidateOfABadKeyFailsBothSides) {
   make();
   post_recv(b, 10, 0, 64);
   ASSERT_EQ(0, post(a, inv_wr(1, b.mr->rkey, WrOpcode::kSendInv), a.sge(0, 16)));  // an ordinary region
-  Wc req = one(a);
+  Wc req = wait_one(a);
   EXPECT_EQ(req.status, WcStatus::kRemInvReqErr) << name(req.status);
-  Wc resp = one(b);
+  Wc resp = wait_one(b);
   EXPECT_EQ(resp.status, WcStatus::kRemInvReqErr) << name(resp.status);
   EXPECT_TRUE(wait_state(b.qp, QpState::kErr));
 }
@@ -239,7 +226,7 @@ TEST_F(MemoryOpsTest, FastRegistrationKeyIsUsableByTheNextWorkRequests) {
   EXPECT_EQ(wc[0].opcode, WcOpcode::kRegMr);
   EXPECT_EQ(wc[0].status, WcStatus::kSuccess) << name(wc[0].status);
   EXPECT_EQ(wc[1].status, WcStatus::kSuccess) << name(wc[1].status);
-  Wc got = one(b);
+  Wc got = wait_one(b);
   ASSERT_EQ(got.byte_len, 200u);
   EXPECT_EQ(0, std::memcmp(b.buf.data(), base + 7 * kPage - 100, 100));
   EXPECT_EQ(0, std::memcmp(b.buf.data() + 100, base + 2 * kPage, 100));
@@ -247,7 +234,7 @@ TEST_F(MemoryOpsTest, FastRegistrationKeyIsUsableByTheNextWorkRequests) {
   ASSERT_EQ(0, post(a, inv_wr(3, key), {}));
   expect_ok(a, 3);
   ASSERT_EQ(0, post(a, send_wr(4), data));
-  EXPECT_EQ(one(a).status, WcStatus::kLocProtErr);
+  EXPECT_EQ(wait_one(a).status, WcStatus::kLocProtErr);
 }
 
 TEST_F(MemoryOpsTest, FastRegistrationForThePeer) {
@@ -274,7 +261,7 @@ TEST_F(MemoryOpsTest, FastRegistrationForThePeer) {
   again.reg.mr = key;
   again.reg.new_key = next_key(key);
   ASSERT_EQ(0, post(b, again, b.sge(100, kPage)));
-  EXPECT_EQ(one(b).status, WcStatus::kLocProtErr);
+  EXPECT_EQ(wait_one(b).status, WcStatus::kLocProtErr);
 }
 
 // FIG. 11 option 1: the send queue drains, receiving goes on, and RTS resumes it.
@@ -354,7 +341,7 @@ TEST_F(MemoryOpsTest, OneTouchRegionTakesOneMessage) {
   expect_ok(a, 1);
   EXPECT_EQ(0, std::memcmp(a.buf.data(), b.buf.data(), 10000));
   ASSERT_EQ(0, post(a, write_wr(2, b.addr(20000), once->rkey), a.sge(0, 8)));
-  EXPECT_EQ(one(a).status, WcStatus::kRemAccessErr);
+  EXPECT_EQ(wait_one(a).status, WcStatus::kRemAccessErr);
   EXPECT_EQ(0, b.dev->dereg_mr(once));
 }
 
@@ -374,7 +361,7 @@ TEST_F(MemoryOpsTest, OneTouchWindowServesOneRead) {
   expect_ok(a, 2);
   EXPECT_EQ(0, std::memcmp(a.buf.data(), b.buf.data(), 8192));
   ASSERT_EQ(0, post(a, read_wr(3, b.addr(0), key), a.sge(0, 8)));
-  EXPECT_EQ(one(a).status, WcStatus::kRemAccessErr);
+  EXPECT_EQ(wait_one(a).status, WcStatus::kRemAccessErr);
 }
 
 }  // namespace

@@ -29,12 +29,6 @@ struct Mapping {
   uint64_t addr(size_t off = 0) const { return reinterpret_cast<uint64_t>(p + off); }
 };
 
-SendWr read_wr(uint64_t id, uint64_t raddr, uint32_t rkey) {
-  SendWr wr = write_wr(id, raddr, rkey);
-  wr.opcode = WrOpcode::kRdmaRead;
-  return wr;
-}
-
 class OdpTest : public PairTest {
  protected:
   void SetUp() override {
@@ -49,11 +43,6 @@ class OdpTest : public PairTest {
                            mem::kOnDemand | mem::kLocalWrite | mem::kRemoteWrite | mem::kRemoteRead | extra, &err);
     EXPECT_TRUE(mr) << err;
     return mr;
-  }
-  Wc one(Side& s) {
-    auto wc = wait_for(s, 1, 10s);
-    EXPECT_EQ(wc.size(), 1u);
-    return wc.empty() ? Wc{} : wc[0];
   }
 };
 
@@ -70,7 +59,7 @@ TEST_F(OdpTest, WriteIntoFreshMemoryPausesOnceAndArrivesIntact) {
   SendWr wr = write_wr(1, target.addr(), mr->rkey);
   Sge sg{reinterpret_cast<uint64_t>(src.data()), uint32_t(kMiB), smr->lkey};
   ASSERT_EQ(0, post(a, wr, sg));
-  Wc wc = one(a);
+  Wc wc = wait_one(a);
   EXPECT_EQ(wc.status, WcStatus::kSuccess) << name(wc.status);
   EXPECT_EQ(0, std::memcmp(src.data(), target.p, kMiB));
   auto resp = qp_counters_of(*b.dev, b.qp->qpn());
@@ -101,7 +90,7 @@ TEST_F(OdpTest, ReadFromAFileWhosePagesWereDropped) {
   bool dropped = mem::residency(file.p, file.len) == mem::Residency::kMissing;
   Mr* mr = odp(b, file.p, file.len);
   ASSERT_EQ(0, post(a, read_wr(1, file.addr(), mr->rkey), a.sge(0, uint32_t(content.size()))));
-  Wc wc = one(a);
+  Wc wc = wait_one(a);
   EXPECT_EQ(wc.status, WcStatus::kSuccess) << name(wc.status);
   EXPECT_EQ(0, std::memcmp(a.buf.data(), content.data(), content.size()));
   auto resp = qp_counters_of(*b.dev, b.qp->qpn());
@@ -119,7 +108,7 @@ TEST_F(OdpTest, ImplicitRegionReachesAnyMappedAddressAndRefusesTheRest) {
   Mapping fresh(64 * 1024);
   fill(a.buf, 0, 64 * 1024, 31);
   ASSERT_EQ(0, post(a, write_wr(1, fresh.addr(), all->rkey), a.sge(0, 64 * 1024)));
-  Wc wc = one(a);
+  Wc wc = wait_one(a);
   EXPECT_EQ(wc.status, WcStatus::kSuccess) << name(wc.status);
   EXPECT_EQ(0, std::memcmp(a.buf.data(), fresh.p, 64 * 1024));
   // An address with nothing mapped: the peer gets an access error and this process lives on.
@@ -129,7 +118,7 @@ TEST_F(OdpTest, ImplicitRegionReachesAnyMappedAddressAndRefusesTheRest) {
     hole = gone.addr();
   }
   ASSERT_EQ(0, post(a, write_wr(2, hole, all->rkey), a.sge(0, 64)));
-  EXPECT_EQ(one(a).status, WcStatus::kRemAccessErr);
+  EXPECT_EQ(wait_one(a).status, WcStatus::kRemAccessErr);
 }
 
 TEST_F(OdpTest, ImplicitRegionRefusesWritesToReadOnlyMemory) {
@@ -139,7 +128,7 @@ TEST_F(OdpTest, ImplicitRegionRefusesWritesToReadOnlyMemory) {
   ASSERT_TRUE(all) << err;
   Mapping ro(4096, PROT_READ);
   ASSERT_EQ(0, post(a, write_wr(1, ro.addr(), all->rkey), a.sge(0, 64)));
-  EXPECT_EQ(one(a).status, WcStatus::kRemAccessErr);
+  EXPECT_EQ(wait_one(a).status, WcStatus::kRemAccessErr);
 }
 
 TEST_F(OdpTest, PrefetchedRegionNeedsNoPause) {
@@ -152,7 +141,7 @@ TEST_F(OdpTest, PrefetchedRegionNeedsNoPause) {
   EXPECT_EQ(EINVAL, b.dev->advise_mr(b.pd, true, true, &bad, 1));
   fill(a.buf, 0, target.len, 41);
   ASSERT_EQ(0, post(a, write_wr(1, target.addr(), mr->rkey), a.sge(0, uint32_t(target.len))));
-  EXPECT_EQ(one(a).status, WcStatus::kSuccess);
+  EXPECT_EQ(wait_one(a).status, WcStatus::kSuccess);
   EXPECT_EQ(0, std::memcmp(a.buf.data(), target.p, target.len));
   EXPECT_EQ(qp_counters_of(*b.dev, b.qp->qpn()).page_fault_naks_sent, 0u);
 }
@@ -168,7 +157,7 @@ TEST_F(OdpTest, AtomicOnAFreshPage) {
   wr.atomic.rkey = mr->rkey;
   wr.atomic.compare_add = 5;
   ASSERT_EQ(0, post(a, wr, a.sge(0, 8)));
-  EXPECT_EQ(one(a).status, WcStatus::kSuccess);
+  EXPECT_EQ(wait_one(a).status, WcStatus::kSuccess);
   uint64_t v;
   std::memcpy(&v, target.p + 8, 8);
   EXPECT_EQ(v, 5u);

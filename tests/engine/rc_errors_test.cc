@@ -20,12 +20,6 @@ PairOptions calm() {
 }
 
 
-SendWr read_wr(uint64_t id, uint64_t raddr, uint32_t rkey) {
-  SendWr wr = write_wr(id, raddr, rkey);
-  wr.opcode = WrOpcode::kRdmaRead;
-  return wr;
-}
-
 SendWr fadd_wr(uint64_t id, uint64_t raddr, uint32_t rkey, uint64_t add) {
   SendWr wr;
   wr.wr_id = id;
