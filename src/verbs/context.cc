@@ -140,13 +140,18 @@ void fill_device_attr(SrContext* ctx, ibv_device_attr* out) {
   d.hw_ver = a.hw_ver;
   d.max_qp = static_cast<int>(a.max_qp);
   d.max_qp_wr = static_cast<int>(a.max_qp_wr);
-  d.device_cap_flags = IBV_DEVICE_SYS_IMAGE_GUID | IBV_DEVICE_RC_RNR_NAK_GEN | IBV_DEVICE_PORT_ACTIVE_EVENT;
+  // Memory windows of type 1 and 2B (a type-2 window is tied to the QP that bound it), and the
+  // base memory management extensions: local invalidation, SEND with Invalidate, and fast
+  // registration (through softrdma's SOFTRDMA_WR_REG_MR, verbs_ext.h).
+  d.device_cap_flags = IBV_DEVICE_SYS_IMAGE_GUID | IBV_DEVICE_RC_RNR_NAK_GEN | IBV_DEVICE_PORT_ACTIVE_EVENT |
+                       IBV_DEVICE_MEM_WINDOW | IBV_DEVICE_MEM_WINDOW_TYPE_2B | IBV_DEVICE_MEM_MGT_EXTENSIONS;
   d.max_sge = static_cast<int>(a.max_sge);
   d.max_sge_rd = static_cast<int>(a.max_sge_rd);
   d.max_cq = static_cast<int>(a.max_cq);
   d.max_cqe = static_cast<int>(std::min(a.max_cqe, kMaxCqe));
   d.max_mr = static_cast<int>(a.max_mr);
   d.max_pd = static_cast<int>(a.max_pd);
+  d.max_mw = static_cast<int>(a.max_mr);  // regions and windows share the adapter's one key table
   d.max_qp_rd_atom = static_cast<int>(a.max_qp_rd_atom);
   d.max_res_rd_atom = static_cast<int>(a.max_res_rd_atom);
   d.max_qp_init_rd_atom = static_cast<int>(a.max_qp_init_rd_atom);
@@ -202,6 +207,16 @@ int query_device_ex_op(ibv_context* c, const ibv_query_device_ex_input* input, i
   fill_device_attr(ctx, &ex.orig_attr);
   ex.comp_mask = 0;
   ex.phys_port_cnt_ex = ex.orig_attr.phys_port_cnt;
+  // On-demand paging (IBV_ACCESS_ON_DEMAND), explicit and implicit: the adapter reads and writes
+  // process memory itself, so an absent page is faulted in (by a background worker, the peer
+  // being told to retry by an RNR NAK) wherever RC touches memory. UD sends read local memory;
+  // a UD receive has no retry, so it needs resident (or pinned) buffers.
+  ex.odp_caps.general_caps = IBV_ODP_SUPPORT | IBV_ODP_SUPPORT_IMPLICIT;
+  ex.odp_caps.per_transport_caps.rc_odp_caps = IBV_ODP_SUPPORT_SEND | IBV_ODP_SUPPORT_RECV | IBV_ODP_SUPPORT_WRITE |
+                                               IBV_ODP_SUPPORT_READ | IBV_ODP_SUPPORT_ATOMIC |
+                                               IBV_ODP_SUPPORT_SRQ_RECV;
+  ex.odp_caps.per_transport_caps.uc_odp_caps = 0;
+  ex.odp_caps.per_transport_caps.ud_odp_caps = IBV_ODP_SUPPORT_SEND;
   std::memcpy(attr, &ex, std::min(attr_size, sizeof ex));
   return 0;
 }
@@ -322,6 +337,7 @@ SR_EXPORT ibv_context* sr_open_device_1_1(ibv_device* d) {
   v.alloc_parent_domain = alloc_parent_domain;
   v.alloc_td = alloc_td;
   v.dealloc_td = dealloc_td;
+  v.advise_mr = advise_mr;
   ibv_context& c = v.context;
   c.device = d;
   c.abi_compat = __VERBS_ABI_IS_EXTENDED;
@@ -338,6 +354,9 @@ SR_EXPORT ibv_context* sr_open_device_1_1(ibv_device* d) {
   o._compat_query_port = [](ibv_context* cc, uint8_t port, _compat_ibv_port_attr* a) {
     return query_port_op(cc, port, reinterpret_cast<ibv_port_attr*>(a), kCompatPortAttrSize);
   };
+  o.alloc_mw = alloc_mw;
+  o.dealloc_mw = dealloc_mw;
+  o.bind_mw = bind_mw;
   o.poll_cq = poll_cq;
   o.req_notify_cq = req_notify_cq;
   o.post_srq_recv = post_srq_recv;

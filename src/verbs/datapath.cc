@@ -25,7 +25,8 @@ static_assert(static_cast<int>(WrOpcode::kRdmaWrite) == IBV_WR_RDMA_WRITE &&
               static_cast<int>(WrOpcode::kFetchAdd) == IBV_WR_ATOMIC_FETCH_AND_ADD &&
               static_cast<int>(WrOpcode::kLocalInv) == IBV_WR_LOCAL_INV &&
               static_cast<int>(WrOpcode::kBindMw) == IBV_WR_BIND_MW &&
-              static_cast<int>(WrOpcode::kSendInv) == IBV_WR_SEND_WITH_INV);
+              static_cast<int>(WrOpcode::kSendInv) == IBV_WR_SEND_WITH_INV &&
+              static_cast<int>(WrOpcode::kRegMr) == SOFTRDMA_WR_REG_MR);
 constexpr bool same(uint64_t a, uint64_t b) { return a == b; }
 static_assert(same(kFence, IBV_SEND_FENCE) && same(kSignaled, IBV_SEND_SIGNALED) && same(kSolicited, IBV_SEND_SOLICITED) &&
               same(kInline, IBV_SEND_INLINE));
@@ -34,16 +35,20 @@ static_assert(static_cast<int>(WcStatus::kSuccess) == IBV_WC_SUCCESS &&
               static_cast<int>(WcStatus::kRemAccessErr) == IBV_WC_REM_ACCESS_ERR &&
               static_cast<int>(WcStatus::kRemOpErr) == IBV_WC_REM_OP_ERR &&
               static_cast<int>(WcStatus::kRnrRetryExcErr) == IBV_WC_RNR_RETRY_EXC_ERR &&
-              static_cast<int>(WcStatus::kGeneralErr) == IBV_WC_GENERAL_ERR);
+              static_cast<int>(WcStatus::kGeneralErr) == IBV_WC_GENERAL_ERR &&
+              static_cast<int>(WcStatus::kMwBindErr) == IBV_WC_MW_BIND_ERR &&
+              static_cast<int>(WcStatus::kRemInvReqErr) == IBV_WC_REM_INV_REQ_ERR);
 static_assert(static_cast<int>(WcOpcode::kSend) == IBV_WC_SEND && static_cast<int>(WcOpcode::kRdmaWrite) == IBV_WC_RDMA_WRITE &&
               static_cast<int>(WcOpcode::kRdmaRead) == IBV_WC_RDMA_READ &&
               static_cast<int>(WcOpcode::kCompSwap) == IBV_WC_COMP_SWAP &&
               static_cast<int>(WcOpcode::kFetchAdd) == IBV_WC_FETCH_ADD &&
               static_cast<int>(WcOpcode::kBindMw) == IBV_WC_BIND_MW &&
               static_cast<int>(WcOpcode::kLocalInv) == IBV_WC_LOCAL_INV && static_cast<int>(WcOpcode::kRecv) == IBV_WC_RECV &&
-              static_cast<int>(WcOpcode::kRecvRdmaWithImm) == IBV_WC_RECV_RDMA_WITH_IMM);
+              static_cast<int>(WcOpcode::kRecvRdmaWithImm) == IBV_WC_RECV_RDMA_WITH_IMM &&
+              static_cast<int>(WcOpcode::kRegMr) == SOFTRDMA_WC_REG_MR);
 static_assert(same(kWcGrh, IBV_WC_GRH) && same(kWcWithImm, IBV_WC_WITH_IMM) && same(kWcWithInv, IBV_WC_WITH_INV));
 static_assert(static_cast<int>(QpState::kReset) == IBV_QPS_RESET && static_cast<int>(QpState::kRts) == IBV_QPS_RTS &&
+              static_cast<int>(QpState::kSqd) == IBV_QPS_SQD && static_cast<int>(QpState::kSqe) == IBV_QPS_SQE &&
               static_cast<int>(QpState::kErr) == IBV_QPS_ERR);
 static_assert(same(transport::kAttrState, IBV_QP_STATE) && same(transport::kAttrAv, IBV_QP_AV) &&
               same(transport::kAttrDestQpn, IBV_QP_DEST_QPN) && same(transport::kAttrCap, IBV_QP_CAP) &&
@@ -54,8 +59,80 @@ namespace {
 
 constexpr int kBatch = 16;
 
-// Converts one work request into *o, writing every field (o may be uninitialised storage);
-// false for an opcode the adapter does not have.
+// ---- memory operations on the send queue ------------------------------------------------------
+//
+// A type-2 bind or a fast registration names the window's / region's key at the time it runs,
+// which is the new key of the previous one posted (the send queue runs in order): SrMw::key and
+// SrMr::key advance when such a WR is converted, and go back (undo_mem_wr) when it is not posted
+// after all.
+
+bool is_mem_wr(const ibv_send_wr* w) { return w->opcode == IBV_WR_BIND_MW || w->opcode == SOFTRDMA_WR_REG_MR; }
+
+// The type-2 bind of ibv_post_send (IBV_WR_BIND_MW) and ibv_wr_bind_mw: false for what is refused
+// at once (EINVAL). Everything checked against the region happens when it runs (a failure
+// completes with IBV_WC_MW_BIND_ERR).
+bool to_bind_wr(ibv_mw* ibmw, uint32_t new_key, const ibv_mw_bind_info& bi, SendWr* o) {
+  if (ibmw == nullptr || bi.mr == nullptr) return false;
+  if (ibmw->type != IBV_MW_TYPE_2) return false;  // type-1 windows are bound by ibv_bind_mw (IBA 10.6.7.2)
+  if (check_mw_access(bi.mw_access_flags) != 0) return false;
+  if ((new_key >> 8) != (ibmw->rkey >> 8)) return false;  // the new key keeps the window's index
+  SrMw* mw = to_mw(ibmw);
+  o->opcode = WrOpcode::kBindMw;
+  o->imm_data = 0;
+  o->num_sge = 0;
+  o->sg_list = nullptr;
+  o->flags &= ~static_cast<uint32_t>(kInline);
+  o->bind.mw = mw->key.load(std::memory_order_relaxed);
+  o->bind.new_key = new_key;
+  o->bind.mr = bi.mr->lkey;
+  o->bind.addr = bi.addr;
+  o->bind.length = bi.length;
+  o->bind.access = window_access(bi.mw_access_flags);
+  mw->key.store(new_key, std::memory_order_relaxed);
+  return true;
+}
+
+// IBV_WR_BIND_MW and SOFTRDMA_WR_REG_MR (see include/softrdma/verbs_ext.h for the encoding).
+[[gnu::noinline]] bool to_mem_wr(const ibv_send_wr* w, SendWr* o) {
+  if (w->opcode == IBV_WR_BIND_MW) return to_bind_wr(w->bind_mw.mw, w->bind_mw.rkey, w->bind_mw.bind_info, o);
+  const ibv_mw_bind_info& bi = w->bind_mw.bind_info;
+  if (bi.mr == nullptr || !to_mr(bi.mr)->fast_reg) return false;
+  if (check_access(bi.mw_access_flags) != 0) return false;
+  if (w->num_sge <= 0 || (w->send_flags & IBV_SEND_INLINE)) return false;  // the runs are memory, not data
+  SrMr* mr = to_mr(bi.mr);
+  const uint32_t key = mr->key.load(std::memory_order_relaxed);
+  if ((w->bind_mw.rkey >> 8) != (key >> 8)) return false;
+  o->imm_data = 0;
+  o->reg.mr = key;
+  o->reg.new_key = w->bind_mw.rkey;
+  o->reg.iova = bi.addr;
+  o->reg.access = region_access(bi.mw_access_flags) & ~static_cast<uint32_t>(IBV_ACCESS_ON_DEMAND);
+  mr->key.store(w->bind_mw.rkey, std::memory_order_relaxed);
+  return true;
+}
+
+// A converted memory WR that was not posted: its window / region gets its key back.
+[[gnu::noinline]] void undo_mem_wr(const ibv_send_wr* w, const SendWr& o) {
+  if (w->opcode == IBV_WR_BIND_MW)
+    to_mw(w->bind_mw.mw)->key.store(o.bind.mw, std::memory_order_relaxed);
+  else if (w->opcode == SOFTRDMA_WR_REG_MR)
+    to_mr(w->bind_mw.bind_info.mr)->key.store(o.reg.mr, std::memory_order_relaxed);
+}
+
+// A registration was posted: the region's ibv_mr shows its new key and extent.
+[[gnu::noinline]] void posted_mem_wr(const ibv_send_wr* w, const SendWr& o) {
+  if (w->opcode != SOFTRDMA_WR_REG_MR) return;
+  ibv_mr* mr = w->bind_mw.bind_info.mr;
+  uint64_t length = 0;
+  for (uint32_t i = 0; i < o.num_sge; ++i) length += o.sg_list[i].length;
+  mr->lkey = mr->rkey = o.reg.new_key;
+  mr->addr = reinterpret_cast<void*>(static_cast<uintptr_t>(o.reg.iova));
+  mr->length = length;
+}
+
+// Converts one work request into *o, writing every field the adapter reads for its opcode (o
+// may be uninitialised storage); false for an opcode the adapter does not have, or a work
+// request refused at once.
 inline bool to_send_wr(const ibv_send_wr* w, bool ud, SendWr* o) {
   o->wr_id = w->wr_id;
   o->flags = w->send_flags & (IBV_SEND_FENCE | IBV_SEND_SIGNALED | IBV_SEND_SOLICITED | IBV_SEND_INLINE);
@@ -89,13 +166,18 @@ inline bool to_send_wr(const ibv_send_wr* w, bool ud, SendWr* o) {
       break;
     case IBV_WR_SEND_WITH_INV:
     case IBV_WR_LOCAL_INV:
-      o->imm_data = w->invalidate_rkey;  // host order, like the C++ API
+      o->imm_data = w->invalidate_rkey;  // host order, like the C++ API (not byte-swapped)
+      break;
+    case IBV_WR_BIND_MW:
+    case SOFTRDMA_WR_REG_MR:
+      if (!to_mem_wr(w, o)) return false;
       break;
     default:
-      return false;  // BIND_MW (no windows), TSO, DRIVER1, ATOMIC_WRITE
+      return false;  // TSO, ATOMIC_WRITE
   }
   o->opcode = static_cast<WrOpcode>(w->opcode);
-  if (ud) {
+  // Only sends carry an address (wr.ud overlays wr.rdma: other opcodes' fields are no AH).
+  if (ud && (w->opcode == IBV_WR_SEND || w->opcode == IBV_WR_SEND_WITH_IMM)) {
     o->ud.ah = w->wr.ud.ah != nullptr ? to_ah(w->wr.ud.ah)->a : nullptr;
     o->ud.remote_qpn = w->wr.ud.remote_qpn;
     o->ud.remote_qkey = w->wr.ud.remote_qkey;
@@ -190,16 +272,25 @@ inline int post_to_device(SrQp* qp, const SendWr* wrs, size_t n, size_t* bad) {
     ibv_send_wr* src[kBatch];
     int n = 0;
     int conv_err = 0;
+    bool mem = false;
     for (; wr != nullptr && n < kBatch; wr = wr->next) {
       if (!to_send_wr(wr, ud, &batch.get()[n])) {
         conv_err = EINVAL;
         break;
       }
+      mem |= is_mem_wr(wr);
       src[n++] = wr;
     }
     if (n > 0) {
       size_t b = 0;
       int rc = post_to_device(qp, batch.get(), static_cast<size_t>(n), &b);
+      size_t posted = rc != 0 ? b : static_cast<size_t>(n);
+      if (mem) [[unlikely]] {
+        for (size_t i = 0; i < posted; ++i)
+          if (is_mem_wr(src[i])) posted_mem_wr(src[i], batch.get()[i]);
+        for (size_t i = static_cast<size_t>(n); i-- > posted;)
+          if (is_mem_wr(src[i])) undo_mem_wr(src[i], batch.get()[i]);
+      }
       if (rc != 0) {
         *bad = src[b];
         return rc;
@@ -228,6 +319,12 @@ int post_send(ibv_qp* ibqp, ibv_send_wr* wr, ibv_send_wr** bad) {
   }
   size_t b = 0;
   int rc = post_to_device(qp, w.get(), 1, &b);
+  if (is_mem_wr(wr)) [[unlikely]] {
+    if (rc == 0)
+      posted_mem_wr(wr, *w.get());
+    else
+      undo_mem_wr(wr, *w.get());
+  }
   if (rc != 0) *bad = wr;
   return rc;
 }
@@ -439,8 +536,16 @@ void wr_start(ibv_qp_ex* x) {
   b.err = 0;
 }
 
+// Windows bound by work requests that were built but not posted get their keys back, latest
+// first.
+void undo_binds(WrBuilder& b, size_t from) {
+  for (size_t i = b.wrs.size(); i-- > from;)
+    if (b.wrs[i].mw != nullptr) b.wrs[i].mw->key.store(b.wrs[i].wr.bind.mw, std::memory_order_relaxed);
+}
+
 void wr_abort(ibv_qp_ex* x) {
   WrBuilder& b = wb(x);
+  undo_binds(b, 0);
   b.wrs.clear();
   b.sges.clear();
   b.inline_buf.clear();
@@ -467,7 +572,10 @@ int wr_complete(ibv_qp_ex* x) {
     }
     size_t bad = 0;
     rc = post_to_device(qp, b.out.data(), b.out.size(), &bad);
-  } else if (rc == 0) {
+    if (rc != 0) undo_binds(b, bad);
+  } else if (rc != 0) {
+    undo_binds(b, 0);
+  } else {
     // Nothing to post: still report a QP that cannot send (IBA: posting in RESET/INIT/RTR).
     QpState s = qp->q->state();
     if (s == QpState::kReset || s == QpState::kInit || s == QpState::kRtr) rc = EINVAL;
@@ -564,15 +672,26 @@ void wr_set_inline_data(ibv_qp_ex* x, void* addr, size_t length) {
 }
 void wr_set_inline_data_list(ibv_qp_ex* x, size_t n, const ibv_data_buf* bufs) { set_inline(x, n, bufs); }
 
+// Memory windows and invalidation (the invalidated key is host order, not byte-swapped).
+void wr_bind_mw(ibv_qp_ex* x, ibv_mw* mw, uint32_t rkey, const ibv_mw_bind_info* info) {
+  auto* p = begin_wr(x, WrOpcode::kBindMw);
+  if (info == nullptr || !to_bind_wr(mw, rkey, *info, &p->wr)) {
+    WrBuilder& b = wb(x);
+    b.wrs.pop_back();  // nothing to undo: a refused bind changed no key
+    if (b.err == 0) b.err = EINVAL;
+    return;
+  }
+  p->mw = to_mw(mw);
+}
+void wr_local_inv(ibv_qp_ex* x, uint32_t rkey) { begin_wr(x, WrOpcode::kLocalInv)->wr.imm_data = rkey; }
+void wr_send_inv(ibv_qp_ex* x, uint32_t rkey) { begin_wr(x, WrOpcode::kSendInv)->wr.imm_data = rkey; }
+
 // Work requests this adapter cannot build: the batch fails at wr_complete with EOPNOTSUPP
 // (a QP is never created with these send_ops_flags; this only keeps a stray call harmless).
 void fail_batch(ibv_qp_ex* x) {
   WrBuilder& b = wb(x);
   if (b.err == 0) b.err = EOPNOTSUPP;
 }
-void wr_bind_mw(ibv_qp_ex* x, ibv_mw*, uint32_t, const ibv_mw_bind_info*) { fail_batch(x); }
-void wr_local_inv(ibv_qp_ex* x, uint32_t) { fail_batch(x); }
-void wr_send_inv(ibv_qp_ex* x, uint32_t) { fail_batch(x); }
 void wr_send_tso(ibv_qp_ex* x, void*, uint16_t, uint16_t) { fail_batch(x); }
 void wr_set_xrc_srqn(ibv_qp_ex* x, uint32_t) { fail_batch(x); }
 void wr_atomic_write(ibv_qp_ex* x, uint32_t, uint64_t, const void*) { fail_batch(x); }

@@ -18,6 +18,10 @@
 #undef ibv_reg_mr_iova
 #undef ibv_query_port
 
+// The documented extensions (flags, fast registration); their values are checked against the
+// adapter's in datapath.cc.
+#include "softrdma/verbs_ext.h"
+
 #include <atomic>
 #include <condition_variable>
 #include <cstddef>
@@ -67,7 +71,7 @@ static_assert(offsetof(SrDevice, ops) == 664);
 
 struct CtxState {
   std::mutex mu;  // guards everything below
-  std::set<void*> pds, mrs, cqs, srqs, qps, ahs, channels, tds;
+  std::set<void*> pds, mrs, mws, cqs, srqs, qps, ahs, channels, tds;
   std::deque<ibv_async_event> events;  // async events not yet read
 };
 
@@ -105,8 +109,23 @@ static_assert(std::is_standard_layout_v<SrPd>);
 struct SrMr {
   ibv_mr mr;
   Mr* m;
+  bool fast_reg;  // softrdma_alloc_fast_reg_mr(): registered by SOFTRDMA_WR_REG_MR work requests
+  // Fast registration: the key of the last registration posted (the adapter is told the key the
+  // region has when the WR executes, which is this one, since the send queue runs in order).
+  std::atomic<uint32_t> key;
 };
 static_assert(std::is_standard_layout_v<SrMr>);
+
+// A memory window. key: its key once every bind posted so far has executed; a type-2 bind WR
+// names it as the window's current key (ibv_mw.rkey of a type-2 window stays the allocated key,
+// as on mlx5: the key of a type-2 bind is the one the consumer put in the WR).
+struct SrMw {
+  ibv_mw mw;
+  Mw* m;
+  SrContext* ctx;
+  std::atomic<uint32_t> key;
+};
+static_assert(std::is_standard_layout_v<SrMw>);
 
 struct SrChannel {
   ibv_comp_channel ch;
@@ -158,6 +177,7 @@ struct WrBuilder {
     uint32_t sge_begin = 0;
     uint32_t sge_count = 0;
     bool staged_inline = false;  // sges hold offsets into inline_buf (ibv_wr_set_inline_data*)
+    SrMw* mw = nullptr;          // ibv_wr_bind_mw: the window, whose key goes back if not posted
   };
   std::mutex mu;  // held from wr_start to wr_complete / wr_abort
   std::vector<Pending> wrs;
@@ -179,6 +199,7 @@ static_assert(std::is_standard_layout_v<SrQp>);
 
 inline SrPd* to_pd(ibv_pd* p) { return reinterpret_cast<SrPd*>(p); }
 inline SrMr* to_mr(ibv_mr* p) { return reinterpret_cast<SrMr*>(p); }
+inline SrMw* to_mw(ibv_mw* p) { return reinterpret_cast<SrMw*>(p); }
 inline SrCq* to_cq(ibv_cq* p) { return reinterpret_cast<SrCq*>(p); }
 inline SrCq* to_cq(ibv_cq_ex* p) { return reinterpret_cast<SrCq*>(p); }
 inline SrSrq* to_srq(ibv_srq* p) { return reinterpret_cast<SrSrq*>(p); }
@@ -206,6 +227,18 @@ void init_qp_ex_ops(SrQp* qp, uint64_t send_ops_flags);
 int resize_cq_stash(SrCq* cq, int cqe);  // takes the ring's completions aside; returns how many are unpolled
 // Drops a QP's completions from a CQ (on reset and destroy, as HCA providers clean their CQs).
 void purge_cq(SrCq* cq, uint32_t qpn);
+
+// objects_mr.cc: access flags of regions and windows (0 or the errno of a refusal) and their
+// adapter form.
+int check_access(unsigned access);      // ibv_reg_mr / rereg / registration WRs
+int check_mw_access(unsigned access);   // ibv_mw_bind_info.mw_access_flags
+uint32_t region_access(unsigned access);
+uint32_t window_access(unsigned access);
+// objects_mw.cc: memory windows and ibv_advise_mr, placed in ctx->ops / the verbs_context.
+ibv_mw* alloc_mw(ibv_pd* pd, ibv_mw_type type);
+int dealloc_mw(ibv_mw* mw);
+int bind_mw(ibv_qp* qp, ibv_mw* mw, ibv_mw_bind* bind);
+int advise_mr(ibv_pd* pd, ibv_advise_mr_advice advice, uint32_t flags, ibv_sge* sg_list, uint32_t num_sge);
 
 // objects.cc: used by context close to release what a program left behind.
 void destroy_all_objects(SrContext* ctx);

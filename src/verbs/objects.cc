@@ -34,46 +34,6 @@ void pd_unuse(ibv_pd* pd) {
   if (pd != nullptr && to_pd(pd)->inner != nullptr) to_pd(pd)->users--;
 }
 
-// ibv_access_flags the adapter implements. IBV_ACCESS_OPTIONAL_RANGE bits are hints that may
-// be ignored (perftest passes RELAXED_ORDERING); anything else unknown is refused.
-constexpr unsigned kSupportedAccess = IBV_ACCESS_LOCAL_WRITE | IBV_ACCESS_REMOTE_WRITE | IBV_ACCESS_REMOTE_READ |
-                                      IBV_ACCESS_REMOTE_ATOMIC | IBV_ACCESS_MW_BIND | IBV_ACCESS_ZERO_BASED |
-                                      IBV_ACCESS_HUGETLB;
-
-int check_access(unsigned access) {
-  unsigned a = access & ~static_cast<unsigned>(IBV_ACCESS_OPTIONAL_RANGE);
-  if (a & ~kSupportedAccess) return EOPNOTSUPP;  // ON_DEMAND, FLUSH_*, ...
-  if ((a & (IBV_ACCESS_REMOTE_WRITE | IBV_ACCESS_REMOTE_ATOMIC)) && !(a & IBV_ACCESS_LOCAL_WRITE)) return EINVAL;
-  return 0;
-}
-
-uint32_t device_access(unsigned access) {
-  return access & (IBV_ACCESS_LOCAL_WRITE | IBV_ACCESS_REMOTE_WRITE | IBV_ACCESS_REMOTE_READ |
-                   IBV_ACCESS_REMOTE_ATOMIC | IBV_ACCESS_MW_BIND | IBV_ACCESS_ZERO_BASED);
-}
-
-ibv_mr* reg_mr_common(ibv_pd* pd, void* addr, size_t length, uint64_t iova, unsigned access) {
-  if (pd == nullptr) return fail<ibv_mr>(EINVAL);
-  if (int rc = check_access(access)) return fail<ibv_mr>(rc);
-  SrPd* p = to_pd(pd);
-  SrContext* ctx = to_ctx(pd->context);
-  int err = 0;
-  Mr* m = ctx->dev->reg_mr(p->p, addr, length, device_access(access), &err, iova);
-  if (m == nullptr) return fail<ibv_mr>(err != 0 ? err : ENOMEM);
-  auto* mr = new SrMr{};
-  mr->m = m;
-  mr->mr.context = pd->context;
-  mr->mr.pd = pd;
-  mr->mr.addr = addr;
-  mr->mr.length = length;
-  mr->mr.handle = next_handle++;
-  mr->mr.lkey = m->lkey;
-  mr->mr.rkey = m->rkey;
-  pd_use(pd);
-  track(ctx, &CtxState::mrs, mr);
-  return &mr->mr;
-}
-
 // ---- address vectors ----------------------------------------------------------------------------
 
 // ibv_ah_attr -> AddressVector. RoCE needs a GRH (is_global) naming an existing source GID.
@@ -221,10 +181,18 @@ int destroy_srq(ibv_srq* ibsrq) {
 
 constexpr uint64_t kSupportedSendOps = IBV_QP_EX_WITH_RDMA_WRITE | IBV_QP_EX_WITH_RDMA_WRITE_WITH_IMM |
                                        IBV_QP_EX_WITH_SEND | IBV_QP_EX_WITH_SEND_WITH_IMM | IBV_QP_EX_WITH_RDMA_READ |
-                                       IBV_QP_EX_WITH_ATOMIC_CMP_AND_SWP | IBV_QP_EX_WITH_ATOMIC_FETCH_AND_ADD;
+                                       IBV_QP_EX_WITH_ATOMIC_CMP_AND_SWP | IBV_QP_EX_WITH_ATOMIC_FETCH_AND_ADD |
+                                       IBV_QP_EX_WITH_LOCAL_INV | IBV_QP_EX_WITH_BIND_MW |
+                                       IBV_QP_EX_WITH_SEND_WITH_INV;
+
+// softrdma's create flags (include/softrdma/verbs_ext.h) clash with no IBV_QP_CREATE_* flag.
+static_assert(((SOFTRDMA_QP_CREATE_DRAIN_SQ_ON_ERROR | SOFTRDMA_QP_CREATE_ERROR_QP_ON_ERROR) &
+               (IBV_QP_CREATE_BLOCK_SELF_MCAST_LB | IBV_QP_CREATE_SCATTER_FCS | IBV_QP_CREATE_CVLAN_STRIPPING |
+                IBV_QP_CREATE_SOURCE_QPN | IBV_QP_CREATE_PCI_WRITE_END_PADDING)) == 0);
 
 ibv_qp* create_qp_common(ibv_context* c, ibv_pd* pd, const ibv_qp_init_attr& ia, ibv_qp_cap* cap_out,
-                         bool with_ops, uint64_t send_ops) {
+                         bool with_ops, uint64_t send_ops,
+                         transport::SendErrorMode send_error = transport::SendErrorMode::kDefault) {
   if (c == nullptr || pd == nullptr) return fail<ibv_qp>(EINVAL);
   SrContext* ctx = to_ctx(c);
   QpInitAttr init;
@@ -254,6 +222,7 @@ ibv_qp* create_qp_common(ibv_context* c, ibv_pd* pd, const ibv_qp_init_attr& ia,
     init.cap.max_recv_sge = rc.max_recv_sge;
   }
   init.sq_sig_all = ia.sq_sig_all != 0;
+  init.send_error = send_error;
   auto* qp = new SrQp{};
   init.user_context = qp;
   int err = 0;
@@ -355,7 +324,15 @@ ibv_qp* create_qp_ex(ibv_context* c, ibv_qp_init_attr_ex* a) {
   if (a->comp_mask & ~kKnown) return fail<ibv_qp>(EINVAL);
   if (a->comp_mask & (IBV_QP_INIT_ATTR_XRCD | IBV_QP_INIT_ATTR_IND_TABLE | IBV_QP_INIT_ATTR_RX_HASH))
     return fail<ibv_qp>(EOPNOTSUPP);
-  if ((a->comp_mask & IBV_QP_INIT_ATTR_CREATE_FLAGS) && a->create_flags != 0) return fail<ibv_qp>(EOPNOTSUPP);
+  // The two send-error options of softrdma (verbs_ext.h); no IBV_QP_CREATE_* flag is offered.
+  constexpr uint32_t kErrorFlags = SOFTRDMA_QP_CREATE_DRAIN_SQ_ON_ERROR | SOFTRDMA_QP_CREATE_ERROR_QP_ON_ERROR;
+  auto send_error = transport::SendErrorMode::kDefault;
+  if (a->comp_mask & IBV_QP_INIT_ATTR_CREATE_FLAGS) {
+    if (a->create_flags & ~kErrorFlags) return fail<ibv_qp>(EOPNOTSUPP);
+    if ((a->create_flags & kErrorFlags) == kErrorFlags) return fail<ibv_qp>(EINVAL);
+    if (a->create_flags & SOFTRDMA_QP_CREATE_DRAIN_SQ_ON_ERROR) send_error = transport::SendErrorMode::kDrainSendQueue;
+    if (a->create_flags & SOFTRDMA_QP_CREATE_ERROR_QP_ON_ERROR) send_error = transport::SendErrorMode::kErrorQp;
+  }
   if ((a->comp_mask & IBV_QP_INIT_ATTR_MAX_TSO_HEADER) && a->max_tso_header != 0) return fail<ibv_qp>(EOPNOTSUPP);
   if (!(a->comp_mask & IBV_QP_INIT_ATTR_PD) || a->pd == nullptr) return fail<ibv_qp>(EINVAL);
   ibv_qp_init_attr ia{};
@@ -367,7 +344,7 @@ ibv_qp* create_qp_ex(ibv_context* c, ibv_qp_init_attr_ex* a) {
   ia.qp_type = a->qp_type;
   ia.sq_sig_all = a->sq_sig_all;
   bool ops = (a->comp_mask & IBV_QP_INIT_ATTR_SEND_OPS_FLAGS) != 0;
-  return create_qp_common(c, a->pd, ia, &a->cap, ops, ops ? a->send_ops_flags : 0);
+  return create_qp_common(c, a->pd, ia, &a->cap, ops, ops ? a->send_ops_flags : 0, send_error);
 }
 
 ibv_srq* create_srq_ex(ibv_context* /*c*/, ibv_srq_init_attr_ex* a) {
@@ -438,6 +415,12 @@ void destroy_all_objects(SrContext* ctx) {
     ctx->dev->destroy_ah(ah->a);
     pd_unuse(ah->ah.pd);
     delete ah;
+  }
+  for (void* p : take(&CtxState::mws)) {  // windows before the regions they are bound to
+    auto* mw = static_cast<SrMw*>(p);
+    ctx->dev->dealloc_mw(mw->m);
+    pd_unuse(mw->mw.pd);
+    delete mw;
   }
   for (void* p : take(&CtxState::mrs)) {
     auto* mr = static_cast<SrMr*>(p);

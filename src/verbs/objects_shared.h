@@ -1,4 +1,5 @@
-// Helpers of the control-path verbs shared by objects.cc and objects_ah.cc.
+// Helpers of the control-path verbs shared by objects.cc, objects_ah.cc, objects_mr.cc and
+// objects_mw.cc.
 #pragma once
 
 #include <atomic>
@@ -25,9 +26,9 @@ void untrack(SrContext* ctx, std::set<void*> CtxState::*set, void* obj);
 // Objects made on a parent domain keep it alive.
 void pd_use(ibv_pd* pd);
 void pd_unuse(ibv_pd* pd);
-// Memory registration: access flags checked as rdma-core does, mapped to the adapter's.
-int check_access(unsigned access);
+// QP access flags in the adapter's form (objects_mr.cc).
 uint32_t device_access(unsigned access);
+// Memory registration (objects_mr.cc): plain, implicit on-demand, or fast-registration.
 ibv_mr* reg_mr_common(ibv_pd* pd, void* addr, size_t length, uint64_t iova, unsigned access);
 // ibv_ah_attr <-> AddressVector (RoCE: a GRH naming an existing source GID is required).
 int to_av(SrContext* ctx, const ibv_ah_attr& a, AddressVector* av);
