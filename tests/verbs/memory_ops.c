@@ -20,7 +20,8 @@
  *             used by the peer and, in the same post, locally; invalidation; re-registration
  *   onetouch  a SOFTRDMA_ACCESS_ONE_TOUCH region takes one WRITE, the second is refused
  *   odp       IBV_ACCESS_ON_DEMAND regions on fresh mmap'ed memory: a 1 MiB WRITE (explicit and
- *             implicit region), ibv_advise_mr, a READ from memory the owner never wrote
+ *             implicit region), ibv_advise_mr, a READ from memory the owner never wrote, a
+ *             WRITE to unmapped memory (refused)
  *   drain     SOFTRDMA_QP_CREATE_DRAIN_SQ_ON_ERROR: a failed WR puts the QP in SQE, receives go
  *             on, RTS resumes sending
  * Exit status 0 when every check passed, 1 otherwise; each failure prints one line
@@ -609,6 +610,9 @@ static int section_odp(void) {
     goto out;
   }
   note("ibv_advise_mr made 64 pages resident; READ through the implicit region");
+  /* Memory that is not mapped (any more): a remote access error, not a fault of the process. */
+  if (write_refused((uintptr_t)mem + 4 * PAGE, imr->rkey, 83)) goto out;
+  note("WRITE to unmapped memory through the implicit region: remote access error");
   rc = 0;
 out:
   if (drop_pair()) rc = -1;
