@@ -111,14 +111,16 @@ int Device::rereg_mr(Mr* mr, Pd* pd, void* addr, size_t length, uint64_t iova, u
   if (pin)
     if (int rc = mem::pin(addr, length)) return rc;
   {
-    // The entry changes in place and keeps its keys, as HCAs do (a re-registration through a
-    // UMR keeps the mkey): peers holding the rkey keep using it.
+    // The entry changes in place under a new key instance: a peer still holding the old rkey
+    // is refused (seed 002: a key valid before re-registration is rejected afterwards).
     std::lock_guard<std::mutex> eg(engine_->mutex());
     auto* host = static_cast<uint8_t*>(addr);
-    if (!engine_->mrs().modify(mr->lkey, pd->handle, host, iova, length, access, type)) {
+    uint32_t key = engine_->mrs().modify(mr->lkey, pd->handle, host, iova, length, access, type);
+    if (key == 0) {
       if (pin) mem::unpin(addr, length);
       return EINVAL;
     }
+    mr->lkey = mr->rkey = key;
   }
   if (mr->pinned) mem::unpin(mr->addr, mr->length);
   mr->pinned = pin;

@@ -152,14 +152,15 @@ uint32_t MrTable::add_table(uint32_t pd, std::shared_ptr<const PageTable> table,
   return (index << 8) | e.instance;
 }
 
-bool MrTable::modify(uint32_t key, uint32_t pd, uint8_t* host, uint64_t iova, uint64_t length,
-                     uint32_t access, EntryType type) {
-  if (find(key) == nullptr) return false;
+uint32_t MrTable::modify(uint32_t key, uint32_t pd, uint8_t* host, uint64_t iova, uint64_t length,
+                         uint32_t access, EntryType type) {
+  if (find(key) == nullptr) return 0;
   Entry& e = entries_[index_of(key)];
   set_fields(e, pd, iova, length, access, type);
   e.seq++;  // windows bound to the old registration stop working
+  e.instance = static_cast<uint8_t>(e.instance + 1);  // and so does every key of it
   set_translation(index_of(key), host, length);
-  return true;
+  return (index_of(key) << 8) | e.instance;
 }
 
 void MrTable::set_fields(Entry& e, uint32_t pd, uint64_t iova, uint64_t length, uint32_t access, EntryType type) {

@@ -100,8 +100,9 @@ class MrTable {
   // uses too, FIG. 14); its first byte is `first_offset` into the table's first page.
   uint32_t add_table(uint32_t pd, std::shared_ptr<const PageTable> table, uint32_t first_offset,
                      uint64_t iova, uint64_t length, uint32_t access, EntryType type = EntryType::kRegion);
-  // Changes a live entry in place, keeping its key (re-registration through the verbs layer).
-  bool modify(uint32_t key, uint32_t pd, uint8_t* host, uint64_t iova, uint64_t length, uint32_t access,
+  // Changes a live entry in place (re-registration): same index, a new instance, so a key of
+  // the old registration is refused from now on. Returns the new key, 0 for an unknown key.
+  uint32_t modify(uint32_t key, uint32_t pd, uint8_t* host, uint64_t iova, uint64_t length, uint32_t access,
               EntryType type);
   // Frees the entry at key's index (deregistration), whatever its instance: the owner frees
   // what it allocated, even after fast registration or binding gave it new keys. The next

@@ -86,6 +86,18 @@ TEST_F(MemoryOpsTest, Type2WindowGrantsItsRangeAndRightsOnly) {
   EXPECT_EQ(0, b.dev->dereg_mr(region));
 }
 
+// Seed 002: a key that was valid before re-registration is refused afterwards.
+TEST_F(MemoryOpsTest, ReRegistrationRetiresTheOldRkey) {
+  make();
+  uint32_t old_rkey = b.mr->rkey;
+  ASSERT_EQ(0, b.dev->rereg_mr(b.mr, b.pd, b.buf.data(), 8192, b.addr(0), mem::kLocalWrite | mem::kRemoteWrite));
+  EXPECT_NE(old_rkey, b.mr->rkey);
+  ASSERT_EQ(0, post(a, write_wr(1, b.addr(0), b.mr->rkey), a.sge(0, 64)));
+  EXPECT_EQ(wait_one(a).status, WcStatus::kSuccess);
+  ASSERT_EQ(0, post(a, write_wr(2, b.addr(0), old_rkey), a.sge(0, 64)));
+  EXPECT_EQ(wait_one(a).status, WcStatus::kRemAccessErr);
+}
+
 TEST_F(MemoryOpsTest, RegionWithoutRemoteRightsIsNotReachable) {
   make();
   Mr* region = local_region(b, 0, 4096);

@@ -205,12 +205,15 @@ TEST(MrTableXlate, SecondOrderScattered) {
   }
 }
 
-TEST(MrTableXlate, ReRegistrationKeepsKeyAndRebuildsTable) {
+TEST(MrTableXlate, ReRegistrationRetiresTheOldKeyAndRebuildsTable) {
   Guarded g(4);
   MrTable t;
-  uint32_t key = t.add(1, g.base, addr_of(g.base), 100, kLocalWrite);
-  uint32_t seq = t.find(key)->seq;
-  ASSERT_TRUE(t.modify(key, 1, g.base + 10, 0x9000, 3 * kPage, kLocalWrite, EntryType::kRegion));
+  uint32_t old_key = t.add(1, g.base, addr_of(g.base), 100, kLocalWrite);
+  uint32_t seq = t.find(old_key)->seq;
+  uint32_t key = t.modify(old_key, 1, g.base + 10, 0x9000, 3 * kPage, kLocalWrite, EntryType::kRegion);
+  ASSERT_NE(key, 0u);
+  EXPECT_EQ(MrTable::index_of(key), MrTable::index_of(old_key));
+  EXPECT_EQ(KeyError::kWrongInstance, t.check(old_key, 1, 0x9000, 8, Need::kLocalWrite, nullptr));
   EXPECT_GT(t.find(key)->seq, seq);
   EXPECT_EQ(t.find(key)->xlate, XlateControl::kIndirect1);
   Translation tr;
