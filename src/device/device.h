@@ -255,9 +255,9 @@ class Device {
   // Arms the SRQ limit event: when fewer than `limit` receive WQEs are left, one
   // kSrqLimitReached is delivered and the limit is disarmed (0 disarms). EINVAL above max_wr.
   int modify_srq_limit(Srq* srq, uint32_t limit);
-  // Re-registers an MR in place (ibv_rereg_mr): new PD, range, iova and access, and new keys
-  // (same index, next instance) in mr->lkey/rkey; the old ones stop working. On error the MR is
-  // unchanged.
+  // Re-registers an MR in place (ibv_rereg_mr): new PD, range, iova and access. When the range
+  // or iova changes the keys do too (same index, next instance, in mr->lkey/rkey) and the old
+  // ones stop working. On error the MR is unchanged.
   int rereg_mr(Mr* mr, Pd* pd, void* addr, size_t length, uint64_t iova, uint32_t access);
   // Number of receive WQEs posted and not yet consumed.
   static uint64_t srq_outstanding(const Srq* srq) { return srq->produced() - srq->retired(); }

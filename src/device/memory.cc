@@ -111,11 +111,12 @@ int Device::rereg_mr(Mr* mr, Pd* pd, void* addr, size_t length, uint64_t iova, u
   if (pin)
     if (int rc = mem::pin(addr, length)) return rc;
   {
-    // The entry changes in place under a new key instance: a peer still holding the old rkey
-    // is refused (seed 002: a key valid before re-registration is rejected afterwards).
+    // New memory, new key: a peer still holding the old rkey is refused (seed 002). New rights
+    // or PD alone keep the key (as mlx5 does; rdma-core's tests rely on it).
     std::lock_guard<std::mutex> eg(engine_->mutex());
     auto* host = static_cast<uint8_t*>(addr);
-    uint32_t key = engine_->mrs().modify(mr->lkey, pd->handle, host, iova, length, access, type);
+    bool moved = addr != mr->addr || length != mr->length || iova != mr->iova;
+    uint32_t key = engine_->mrs().modify(mr->lkey, pd->handle, host, iova, length, access, type, moved);
     if (key == 0) {
       if (pin) mem::unpin(addr, length);
       return EINVAL;
@@ -217,6 +218,14 @@ int Device::bind_mw(QueuePair* qp, Mw* mw, uint64_t wr_id, uint32_t send_flags, 
                     uint64_t length, uint32_t access) {
   if (qp == nullptr || mw == nullptr || mw->type != 1) return EINVAL;
   if (length != 0 && mr == nullptr) return EINVAL;
+  uint32_t region_key;
+  {
+    // The table's current keys: a failed bind leaves the window's key where it was, and a fast
+    // registration moves a region's key on without this Mr knowing.
+    std::lock_guard<std::mutex> g(engine_->mutex());
+    if (uint32_t k = engine_->mrs().current_key(mw->rkey)) mw->rkey = k;
+    region_key = mr != nullptr ? engine_->mrs().current_key(mr->lkey) : 0;
+  }
   SendWr wr;
   wr.wr_id = wr_id;
   wr.opcode = WrOpcode::kBindMw;
@@ -224,7 +233,7 @@ int Device::bind_mw(QueuePair* qp, Mw* mw, uint64_t wr_id, uint32_t send_flags, 
   wr.bind.mw = mw->rkey;
   // The next key of the window (ibv_inc_rkey): the old one stops working once this executes.
   wr.bind.new_key = (mw->rkey & ~0xffu) | ((mw->rkey + 1) & 0xffu);
-  wr.bind.mr = mr != nullptr ? mr->lkey : 0;
+  wr.bind.mr = region_key;
   wr.bind.addr = addr;
   wr.bind.length = length;
   wr.bind.access = access;

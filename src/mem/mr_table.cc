@@ -153,12 +153,12 @@ uint32_t MrTable::add_table(uint32_t pd, std::shared_ptr<const PageTable> table,
 }
 
 uint32_t MrTable::modify(uint32_t key, uint32_t pd, uint8_t* host, uint64_t iova, uint64_t length,
-                         uint32_t access, EntryType type) {
+                         uint32_t access, EntryType type, bool new_key) {
   if (find(key) == nullptr) return 0;
   Entry& e = entries_[index_of(key)];
   set_fields(e, pd, iova, length, access, type);
   e.seq++;  // windows bound to the old registration stop working
-  e.instance = static_cast<uint8_t>(e.instance + 1);  // and so does every key of it
+  if (new_key) e.instance = static_cast<uint8_t>(e.instance + 1);  // and so do its keys
   set_translation(index_of(key), host, length);
   return (index_of(key) << 8) | e.instance;
 }
@@ -188,6 +188,12 @@ bool MrTable::remove(uint32_t key) {
   free_.push_back(index);
   --live_;
   return true;
+}
+
+uint32_t MrTable::current_key(uint32_t key) const {
+  uint32_t index = index_of(key);
+  if (index == 0 || index >= entries_.size() || !entries_[index].owned) return 0;
+  return (index << 8) | entries_[index].instance;
 }
 
 const Entry* MrTable::owned(uint32_t key) const {

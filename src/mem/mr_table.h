@@ -100,10 +100,14 @@ class MrTable {
   // uses too, FIG. 14); its first byte is `first_offset` into the table's first page.
   uint32_t add_table(uint32_t pd, std::shared_ptr<const PageTable> table, uint32_t first_offset,
                      uint64_t iova, uint64_t length, uint32_t access, EntryType type = EntryType::kRegion);
-  // Changes a live entry in place (re-registration): same index, a new instance, so a key of
-  // the old registration is refused from now on. Returns the new key, 0 for an unknown key.
+  // Changes a live entry in place (re-registration). With new_key (the memory it translates
+  // changed) it gets a new instance, so a key of the old registration is refused from now on;
+  // a change of rights or PD alone keeps the key, as HCAs do. Returns the key, 0 if unknown.
   uint32_t modify(uint32_t key, uint32_t pd, uint8_t* host, uint64_t iova, uint64_t length, uint32_t access,
-              EntryType type);
+                  EntryType type, bool new_key = true);
+  // The key an owned entry answers to now (its index with the current instance), 0 if none:
+  // for the owner, whose copy of a key fast registration or binding may have moved on.
+  uint32_t current_key(uint32_t key) const;
   // Frees the entry at key's index (deregistration), whatever its instance: the owner frees
   // what it allocated, even after fast registration or binding gave it new keys. The next
   // add() of that index uses a new instance. False if nobody owns the index, or for a region

@@ -51,7 +51,8 @@ KeyError MrTable::bind(const Bind& b) {
   Entry& w = entries_[wi];
   if (w.type != EntryType::kWindow) return KeyError::kWrongType;
   if (w.pd != b.pd) return KeyError::kWrongPd;
-  if (w.instance != static_cast<uint8_t>(b.window)) return KeyError::kWrongInstance;
+  // The owner names its window by index: its copy of the key may be ahead of the table after a
+  // bind that failed (the key instance guards remote access, not the owner's own operations).
   if (index_of(b.new_key) != wi) return KeyError::kInvalidKey;
   // A type-2 window is bound once, then invalidated before it is bound again (IBA 10.6.7.2.2).
   if (w.mw_type == 2 && w.valid) return KeyError::kBusy;
@@ -102,7 +103,7 @@ KeyError MrTable::fast_register(uint32_t key, uint32_t new_key, uint32_t pd, con
     return KeyError::kInvalidKey;
   Entry& e = entries_[index];
   if (e.pd != pd) return KeyError::kWrongPd;
-  if (e.instance != static_cast<uint8_t>(key) || index_of(new_key) != index) return KeyError::kWrongInstance;
+  if (index_of(new_key) != index) return KeyError::kWrongInstance;  // by index, as bind()
   if (e.valid) return KeyError::kBusy;  // invalidate first (IBA 10.6.3.5: fast-register a free entry)
   if ((access & (kRemoteWrite | kRemoteAtomic)) && !(access & kLocalWrite)) return KeyError::kNoAccess;
   PageTable& table = *fast_reg_tables_[index];

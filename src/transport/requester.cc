@@ -253,6 +253,7 @@ void requester_run(Engine& e, Qp& qp) {
       continue;
     }
     if (!w.started) {
+      if (state == QpState::kSqe) break;  // drained: new WQEs are flushed, not sent
       Start st = start(e, qp, index, w);
       if (st == Start::kWait || st == Start::kFailed) break;
       if (st == Start::kDone) {

@@ -307,6 +307,11 @@ TEST_F(MemoryOpsTest, DrainOptionKeepsTheReceiveSideWorking) {
   EXPECT_EQ(wc[1].status, WcStatus::kLocProtErr) << name(wc[1].status);
   EXPECT_EQ(wc[2].status, WcStatus::kWrFlushErr) << name(wc[2].status);
   EXPECT_EQ(qa->state(), QpState::kSqe);
+  // Posted in SQE: flushed, never sent.
+  ASSERT_EQ(0, post_on(qa, a, write_wr(5, b.addr(0), b.mr->rkey), a.sge(0, 64)));
+  Wc flushed = wait_one(a);
+  EXPECT_EQ(flushed.wr_id, 5u);
+  EXPECT_EQ(flushed.status, WcStatus::kWrFlushErr) << name(flushed.status);
   // Receiving still works in SQE.
   Sge rsg = a.sge(4096, 64);
   RecvWr rwr{20, &rsg, 1};
