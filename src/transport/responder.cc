@@ -448,6 +448,9 @@ void rc_receive(Engine& e, Qp& qp, const wire::PacketView& p) {
       return fatal_nak(e, qp, kNakInvReq, p.psn);
     if (Paging pg = page_in(e, qp, t, 8, true); pg != Paging::kGo)
       return pg == Paging::kFault ? emit_page_fault_nak(e, qp, p.psn, 8) : fatal_nak(e, qp, kNakAccess, p.psn);
+    // An atomic cannot be done through a fault-safe copy: in the implicit region, make sure the
+    // (resident) page may be written before touching it (cheap: nothing is read from disk).
+    if (t.entry->implicit && mem::populate(t.host, 8, true) != 0) return fatal_nak(e, qp, kNakAccess, p.psn);
     if (!first_touch(e, qp, rkey, 8)) return fatal_nak(e, qp, kNakAccess, p.psn);
     std::atomic_ref<uint64_t> target(*reinterpret_cast<uint64_t*>(t.host));
     uint64_t operand = p.get(wire::kAtmEth, wire::atmeth::swap_add);

@@ -131,6 +131,24 @@ TEST_F(OdpTest, ImplicitRegionRefusesWritesToReadOnlyMemory) {
   EXPECT_EQ(wait_one(a).status, WcStatus::kRemAccessErr);
 }
 
+TEST_F(OdpTest, ImplicitRegionRefusesAtomicsOnReadOnlyMemory) {
+  int err = 0;
+  Mr* all = b.dev->reg_mr(b.pd, nullptr, SIZE_MAX, mem::kOnDemand | mem::kLocalWrite | mem::kRemoteAtomic, &err);
+  ASSERT_TRUE(all) << err;
+  Mapping ro(4096, PROT_READ);
+  volatile uint8_t touch = ro.p[0];  // resident (the zero page), and still read-only
+  (void)touch;
+  SendWr wr;
+  wr.wr_id = 1;
+  wr.opcode = WrOpcode::kFetchAdd;
+  wr.flags = kSignaled;
+  wr.atomic.remote_addr = ro.addr();
+  wr.atomic.rkey = all->rkey;
+  wr.atomic.compare_add = 1;
+  ASSERT_EQ(0, post(a, wr, a.sge(0, 8)));
+  EXPECT_EQ(wait_one(a).status, WcStatus::kRemAccessErr);
+}
+
 TEST_F(OdpTest, PrefetchedRegionNeedsNoPause) {
   Mapping target(256 * 1024);
   Mr* mr = odp(b, target.p, target.len);
