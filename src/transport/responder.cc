@@ -190,7 +190,8 @@ void serve_read(Engine& e, Qp& qp, uint32_t psn, uint64_t va, uint32_t rkey, uin
     qp.stats->tx_packets++;
     qp.stats->tx_bytes += chunk;
     off += chunk;
-    e.mrs().placed(rkey, chunk);  // a one-touch entry is used up by its last response
+    // A one-touch entry is used up by its last response.
+    if (chunk > 0 && (t.entry->acl & mem::kAclOneTouch)) e.mrs().placed(rkey, chunk);
   }
 }
 
@@ -374,7 +375,7 @@ uint8_t execute_message(Engine& e, Qp& qp, const wire::PacketView& p, bool rc) {
       if (last && imm) fail_recv(e, qp, WcStatus::kRemAccessErr, WcOpcode::kRecvRdmaWithImm);
       return kNakAccess;
     }
-    e.mrs().placed(r.write_rkey, p.payload_len);
+    if (t.entry->acl & mem::kAclOneTouch) e.mrs().placed(r.write_rkey, p.payload_len);
   }
   r.write_va += p.payload_len;
   r.write_remaining -= p.payload_len;
@@ -461,7 +462,7 @@ void rc_receive(Engine& e, Qp& qp, const wire::PacketView& p) {
     } else {
       orig = target.fetch_add(operand);
     }
-    e.mrs().placed(rkey, 8);
+    if (t.entry->acl & mem::kAclOneTouch) e.mrs().placed(rkey, 8);
     ResponderResource& res = new_resource(qp);
     res.atomic = true;
     res.psn = p.psn;
