@@ -31,14 +31,20 @@ class InjectLink final : public link::Link {
     counters_.tx_frames += n;
     return n;
   }
+  // As UdpLink: the bytes are the link's until the next recv() (kBufs frames at most per call);
+  // a frame larger than a receive buffer of kCap bytes arrives truncated.
   size_t recv(link::RxFrame* frames, size_t n) override {
     size_t got = 0;
-    while (got < n && !inbox.empty()) {
+    while (got < std::min(n, kBufs) && !inbox.empty()) {
       auto& b = inbox.front();
-      link::RxFrame& f = frames[got++];
-      f.truncated = b.size() > f.cap;
+      link::RxFrame& f = frames[got];
+      uint8_t* buf = bufs_[got];
+      ++got;
+      f.truncated = b.size() > kCap;
       f.len = static_cast<uint32_t>(b.size());
-      if (!b.empty()) std::memcpy(f.buf, b.data(), std::min<size_t>(b.size(), f.cap));
+      f.cap = static_cast<uint32_t>(std::min<size_t>(b.size(), kCap));
+      if (f.cap) std::memcpy(buf, b.data(), f.cap);
+      f.buf = buf;
       f.src = src;
       f.dst = kLocal.ip;
       inbox.pop_front();
@@ -51,7 +57,9 @@ class InjectLink final : public link::Link {
   std::string describe() const override { return "inject"; }
 
  private:
+  static constexpr size_t kBufs = 32, kCap = 9216;
   link::LinkCounters counters_;
+  uint8_t bufs_[kBufs][kCap];
 };
 
 struct Harness {

@@ -12,6 +12,10 @@
 // Delayed and held frames are released by service(now), which the caller must drive with the
 // deadline it returns; send() and recv() also release due frames opportunistically.
 //
+// Receiving is not faulted: recv() hands out the inner link's frames as they are, with their
+// bytes still owned by the inner link (valid until the next recv(), link.h). Nothing is kept
+// from them; only transmitted frames are ever held, and those are copied.
+//
 // Backpressure: if the inner link accepts only part of a batch, the unsent rest of that batch is
 // copied into the pool (a reserve guarantees room) and sent first later; while that backlog is not
 // empty, send() accepts nothing new (returns 0).

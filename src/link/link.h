@@ -33,11 +33,14 @@ struct TxFrame {
   }
 };
 
+// A received frame. The bytes live in memory the link owns: buf stays valid, and the link does
+// not touch it, until the next recv() call on the same link, which may reuse it. So a caller
+// handles a whole batch before it calls recv() again and keeps no pointer into it afterwards.
 struct RxFrame {
-  uint8_t* buf = nullptr;  // caller-owned receive buffer
-  uint32_t cap = 0;        // its capacity
+  uint8_t* buf = nullptr;  // the frame's bytes, link-owned (see above)
+  uint32_t cap = 0;        // bytes readable at buf: len, or fewer when truncated
   uint32_t len = 0;        // bytes received (UDP payload)
-  bool truncated = false;  // datagram was larger than cap: must be dropped
+  bool truncated = false;  // the datagram did not fit the link's buffer: must be dropped
   Endpoint src;            // sender's address and UDP source port
   IpAddr dst;              // the local address it was sent to
 };
@@ -45,6 +48,11 @@ struct RxFrame {
 struct LinkCounters {
   uint64_t tx_frames = 0, tx_bytes = 0, tx_errors = 0;
   uint64_t rx_frames = 0, rx_bytes = 0, rx_truncated = 0;
+  // UDP segmentation offload (UdpLink): sends that carried several frames, the frames in them,
+  // and 1 once GSO was switched off for good after the kernel refused it.
+  uint64_t tx_gso_sends = 0, tx_gso_frames = 0, tx_gso_disabled = 0;
+  // UDP receive coalescing: receives that carried several frames, and the frames in them.
+  uint64_t rx_gro_receives = 0, rx_gro_frames = 0;
 };
 
 class Link {
@@ -55,7 +63,9 @@ class Link {
   // sent now, e.g. the socket buffer is full; the caller keeps them or drops them).
   virtual size_t send(const TxFrame* frames, size_t n) = 0;
 
-  // Receives up to n frames without blocking; returns how many were filled.
+  // Receives up to n frames without blocking; returns how many were filled (every field of
+  // each). Fewer than n usually means nothing more is waiting right now. The frames' bytes are
+  // the link's and stay valid until the next recv() call (RxFrame).
   virtual size_t recv(RxFrame* frames, size_t n) = 0;
 
   // A file descriptor that becomes readable when recv() may return frames, or -1.

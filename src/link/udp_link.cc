@@ -3,15 +3,23 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/ip.h>
+#include <netinet/udp.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <bit>
+#include <cstdlib>
+#include <cstring>
+
+#include "wire/icrc.h"
 
 namespace softrdma::link {
 namespace {
 
 constexpr int kBufBytes = 8 << 20;
+constexpr size_t kIcrcBytes = 4;
 
 void set_err(std::string* err, const std::string& what, int eno) {
   if (err) *err = what + ": " + strerror(eno);
@@ -32,14 +40,70 @@ bool valid_frame(const TxFrame& f, int family) {
   return f.nparts <= kMaxTxParts && (f.dst.ip.is_v4() == (family == AF_INET));
 }
 
-}  // namespace
-
-std::unique_ptr<UdpLink> UdpLink::open(const Endpoint& local, std::string* err) {
-  int eno = 0;
-  return open_errno(local, err, &eno);
+bool env_off(const char* name) {
+  const char* v = std::getenv(name);
+  return v != nullptr && (strcmp(v, "0") == 0 || strcasecmp(v, "off") == 0 || strcasecmp(v, "no") == 0 ||
+                          strcasecmp(v, "false") == 0);
 }
 
-std::unique_ptr<UdpLink> UdpLink::open_errno(const Endpoint& local, std::string* err, int* eno) {
+// Copies f's parts to iov; with `icrc` set, the last 4 bytes (the ICRC) are left out and
+// written to icrc[0..4) instead, XORed with `delta`, and icrc becomes the last part. Returns the
+// number of iovecs used (at most kMaxTxParts + 1).
+size_t gather_frame(const TxFrame& f, iovec* iov, uint8_t* icrc, uint32_t delta) {
+  size_t n = f.nparts;
+  std::copy(f.parts, f.parts + n, iov);
+  if (icrc == nullptr) return n;
+  size_t left = kIcrcBytes;  // bytes of the ICRC still to take off the end
+  while (left > 0 && n > 0) {
+    iovec& last = iov[n - 1];
+    const size_t take = std::min(left, last.iov_len);
+    last.iov_len -= take;
+    std::memcpy(icrc + left - take, static_cast<const uint8_t*>(last.iov_base) + last.iov_len, take);
+    left -= take;
+    if (last.iov_len == 0) --n;
+  }
+  wire::icrc_store(icrc, wire::icrc_load(icrc) ^ delta);
+  iov[n++] = iovec{icrc, kIcrcBytes};
+  return n;
+}
+
+}  // namespace
+
+uint32_t UdpLink::IdDeltas::get(size_t body_len, uint16_t id) {
+  if (body_len != body) {
+    body = body_len;
+    known = 0;
+  }
+  uint32_t d = 0;
+  for (unsigned i = 0; id != 0; ++i, id >>= 1) {
+    if (!(id & 1)) continue;
+    if (!(known >> i & 1)) {
+      bit[i] = wire::icrc_ipv4_id_delta(body_len, uint16_t(1u << i));
+      known |= 1u << i;
+    }
+    d ^= bit[i];
+  }
+  return d;
+}
+
+UdpLink::Options UdpLink::Options::from_env() {
+  Options o;
+  if (env_off("SOFTRDMA_GSO")) o.gso = false;
+  if (env_off("SOFTRDMA_GRO")) o.gro = false;
+  return o;
+}
+
+std::unique_ptr<UdpLink> UdpLink::open(const Endpoint& local, std::string* err) {
+  return open(local, Options::from_env(), err);
+}
+
+std::unique_ptr<UdpLink> UdpLink::open(const Endpoint& local, const Options& opt, std::string* err) {
+  int eno = 0;
+  return open_errno(local, opt, err, &eno);
+}
+
+std::unique_ptr<UdpLink> UdpLink::open_errno(const Endpoint& local, const Options& opt, std::string* err,
+                                             int* eno) {
   const bool v4 = local.ip.is_v4();
   const int family = v4 ? AF_INET : AF_INET6;
   int fd = ::socket(family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, IPPROTO_UDP);
@@ -72,6 +136,11 @@ std::unique_ptr<UdpLink> UdpLink::open_errno(const Endpoint& local, std::string*
     if (setsockopt(fd, IPPROTO_IPV6, IPV6_RECVPKTINFO, &one, sizeof one) != 0)
       return fail("IPV6_RECVPKTINFO");
   }
+  // Offloads, when asked for and known to the kernel (UDP_SEGMENT since 4.18, UDP_GRO since 5.0).
+  // A socket-wide segment size of 0 means "none": each GSO send carries its own in a cmsg.
+  const int zero = 0;
+  const bool gso = opt.gso && setsockopt(fd, SOL_UDP, UDP_SEGMENT, &zero, sizeof zero) == 0;
+  const bool gro = opt.gro && setsockopt(fd, SOL_UDP, UDP_GRO, &one, sizeof one) == 0;
   const int sndbuf = grow_buffer(fd, SO_SNDBUFFORCE, SO_SNDBUF);
   const int rcvbuf = grow_buffer(fd, SO_RCVBUFFORCE, SO_RCVBUF);
 
@@ -93,6 +162,13 @@ std::unique_ptr<UdpLink> UdpLink::open_errno(const Endpoint& local, std::string*
   l->local_ = *ep;
   l->sndbuf_ = sndbuf;
   l->rcvbuf_ = rcvbuf;
+  l->gso_ = gso;
+  l->gro_ = gro;
+  // The whole GSO message is one UDP datagram to the IP layer until it is cut: 65535 bytes of IP
+  // payload (IPv4: with the 20-byte header inside them).
+  l->max_gso_bytes_ = 65535 - sizeof(udphdr) - (v4 ? sizeof(iphdr) : 0);
+  l->rx_slot_bytes_ = std::max<uint32_t>(opt.rx_slot_bytes, 1);
+  l->rx_buf_.reset(new uint8_t[kRxSlots * size_t{l->rx_slot_bytes_}]);  // touched only when used
   l->prepare_rx();
   *eno = 0;
   return l;
@@ -115,12 +191,16 @@ std::optional<Endpoint> UdpLink::pick_free_loopback(uint16_t port) {
 }
 
 std::unique_ptr<UdpLink> UdpLink::open_auto_loopback(uint16_t port, std::string* err) {
+  return open_auto_loopback(port, Options::from_env(), err);
+}
+
+std::unique_ptr<UdpLink> UdpLink::open_auto_loopback(uint16_t port, const Options& opt, std::string* err) {
   for (uint32_t host = 2; host <= 254; ++host) {
     Endpoint ep;
     ep.ip = IpAddr::from_v4_be(htonl((127u << 24) | host));
     ep.port = port;
     int eno = 0;
-    auto l = open_errno(ep, err, &eno);
+    auto l = open_errno(ep, opt, err, &eno);
     if (l) return l;
     if (eno != EADDRINUSE) return nullptr;  // not a "taken" problem: trying others won't help
   }
@@ -145,94 +225,241 @@ void UdpLink::prepare_rx() {
   }
 }
 
-size_t UdpLink::send(const TxFrame* frames, size_t n) {
-  size_t done = 0;
-  while (done < n) {
-    // Gather the longest run of valid frames (at most kBatch) starting at `done`.
-    const size_t limit = std::min(n - done, kBatch);
-    size_t cnt = 0;
-    for (; cnt < limit; ++cnt) {
-      const TxFrame& f = frames[done + cnt];
-      if (!valid_frame(f, family_)) break;
-      msghdr& h = tx_msgs_[cnt].msg_hdr;
-      h.msg_name = &tx_addr_[cnt];
-      h.msg_namelen = f.dst.to_sockaddr(tx_addr_[cnt]);
-      iovec* iov = &tx_iov_[cnt * kMaxTxParts];
-      std::copy(f.parts, f.parts + f.nparts, iov);
-      h.msg_iov = iov;
-      h.msg_iovlen = f.nparts;
+// Fills tx_msgs_ with messages for frames[begin..n): at most kBatch messages and kTxFrames frames.
+// Consecutive frames to one destination with one length (the last may be shorter) form a GSO
+// message, except those before nogso_until (a GSO message of them just failed). Stops before the
+// first malformed frame. Returns the number of frames covered; *nmsgs the number of messages.
+size_t UdpLink::build_tx(const TxFrame* frames, size_t begin, size_t n, size_t nogso_until, size_t* nmsgs) {
+  const size_t end = std::min(n, begin + kTxFrames);
+  size_t i = begin, m = 0, iov_used = 0;
+  while (i < end && m < kBatch) {
+    const TxFrame& f = frames[i];
+    if (!valid_frame(f, family_)) break;
+    const size_t len = f.length();
+    size_t cnt = 1, total = len;
+    if (gso_ && i >= nogso_until && len >= kIcrcBytes && 2 * len <= max_gso_bytes_) {
+      while (i + cnt < end && cnt < kMaxGsoSegments) {
+        const TxFrame& g = frames[i + cnt];
+        if (!valid_frame(g, family_) || !(g.dst == f.dst)) break;
+        const size_t glen = g.length();
+        if (glen > len || glen < kIcrcBytes || total + glen > max_gso_bytes_) break;
+        ++cnt;
+        total += glen;
+        if (glen < len) break;  // a shorter frame ends the group
+      }
+    }
+    msghdr& h = tx_msgs_[m].msg_hdr;
+    h.msg_name = &tx_addr_[m];
+    h.msg_namelen = f.dst.to_sockaddr(tx_addr_[m]);
+    h.msg_iov = &tx_iov_[iov_used];
+    h.msg_flags = 0;
+    size_t niov = 0;
+    if (cnt == 1) {
+      niov = gather_frame(f, &tx_iov_[iov_used], nullptr, 0);
       h.msg_control = nullptr;
       h.msg_controllen = 0;
-      h.msg_flags = 0;
+    } else {
+      const bool fix_id = family_ == AF_INET;
+      for (size_t k = 0; k < cnt; ++k) {
+        const TxFrame& g = frames[i + k];
+        uint8_t* icrc = nullptr;
+        uint32_t delta = 0;
+        if (fix_id && k > 0) {  // the kernel gives this segment IPv4 ID k
+          icrc = tx_icrc_[i + k - begin];
+          const size_t body = (k + 1 == cnt ? g.length() : len) - kIcrcBytes;
+          delta = body + kIcrcBytes == len ? tx_deltas_.get(body, static_cast<uint16_t>(k))
+                                           : wire::icrc_ipv4_id_delta(body, static_cast<uint16_t>(k));
+        }
+        niov += gather_frame(g, &tx_iov_[iov_used + niov], icrc, delta);
+      }
+      h.msg_control = tx_ctrl_[m];
+      h.msg_controllen = kGsoCtrlLen;
+      cmsghdr* c = CMSG_FIRSTHDR(&h);
+      c->cmsg_level = SOL_UDP;
+      c->cmsg_type = UDP_SEGMENT;
+      c->cmsg_len = CMSG_LEN(sizeof(uint16_t));
+      const uint16_t gso_size = static_cast<uint16_t>(len);
+      std::memcpy(CMSG_DATA(c), &gso_size, sizeof gso_size);
     }
-    if (cnt == 0) {  // frames[done] is malformed: skip it
+    h.msg_iovlen = niov;
+    iov_used += niov;
+    tx_msg_frames_[m] = static_cast<uint32_t>(cnt);
+    tx_msg_bytes_[m] = total;
+    ++m;
+    i += cnt;
+  }
+  *nmsgs = m;
+  return i - begin;
+}
+
+size_t UdpLink::send(const TxFrame* frames, size_t n) {
+  size_t done = 0;
+  size_t nogso_until = 0;      // frames before this go one per message (a GSO message of them failed)
+  size_t probe_at = SIZE_MAX;  // ... the first of them, whose fate decides whether GSO is at fault
+  int probe_err = 0;           // ... and the error the GSO message got
+  while (done < n) {
+    size_t nmsgs = 0;
+    build_tx(frames, done, n, nogso_until, &nmsgs);
+    if (nmsgs == 0) {  // frames[done] is malformed: skip it
       ++counters_.tx_errors;
       ++done;
       continue;
     }
-    int r = ::sendmmsg(fd_, tx_msgs_, static_cast<unsigned>(cnt), MSG_DONTWAIT);
+    int r = ::sendmmsg(fd_, tx_msgs_, static_cast<unsigned>(nmsgs), MSG_DONTWAIT);
     if (r > 0) {
-      for (int i = 0; i < r; ++i) counters_.tx_bytes += frames[done + i].length();
-      counters_.tx_frames += static_cast<uint64_t>(r);
-      done += static_cast<size_t>(r);
+      if (done == probe_at) {
+        // The frames of the refused GSO message go out on their own: GSO itself was the problem.
+        if (probe_err == EINVAL || probe_err == EIO) {
+          gso_ = false;
+          counters_.tx_gso_disabled = 1;
+        }
+        probe_at = SIZE_MAX;
+      }
+      for (int m = 0; m < r; ++m) {
+        const uint32_t k = tx_msg_frames_[m];
+        counters_.tx_frames += k;
+        counters_.tx_bytes += tx_msg_bytes_[m];
+        if (k > 1) {
+          ++counters_.tx_gso_sends;
+          counters_.tx_gso_frames += k;
+        }
+        done += k;
+      }
       continue;
     }
     // r <= 0: the error belongs to the first message of this batch.
     const int e = r == 0 ? EAGAIN : errno;
     if (e == EINTR) continue;
     if (e == EAGAIN || e == EWOULDBLOCK || e == ENOBUFS) break;  // full: caller keeps the rest
+    if (tx_msg_frames_[0] > 1) {  // a GSO message: send its frames one by one, then judge
+      nogso_until = done + tx_msg_frames_[0];
+      probe_at = done;
+      probe_err = e;
+      continue;
+    }
+    probe_at = SIZE_MAX;
     ++counters_.tx_errors;  // unreachable/refused/too big: the transport recovers by retransmit
     ++done;
   }
   return done;
 }
 
-size_t UdpLink::recv(RxFrame* frames, size_t n) {
-  size_t done = 0;
-  while (done < n) {
-    const size_t cnt = std::min(n - done, kBatch);
-    for (size_t i = 0; i < cnt; ++i) {
-      rx_iov_[i].iov_base = frames[done + i].buf;
-      rx_iov_[i].iov_len = frames[done + i].cap;
-      msghdr& h = rx_msgs_[i].msg_hdr;
-      h.msg_namelen = sizeof(sockaddr_storage);
-      h.msg_controllen = kCtrlLen;
-      h.msg_flags = 0;
+size_t UdpLink::parse_rx(size_t i, uint32_t slot) {
+  const msghdr& h = rx_msgs_[i].msg_hdr;
+  RxDatagram& d = pending_[(pending_head_ + pending_count_++) % kRxSlots];
+  d.slot = slot;
+  d.off = 0;
+  d.real = rx_msgs_[i].msg_len;  // the real datagram size, thanks to MSG_TRUNC
+  d.avail = std::min(d.real, rx_slot_bytes_);
+  d.seg = d.real;
+  d.index = 0;
+  d.coalesced = false;
+  if (auto ep = Endpoint::from_sockaddr(reinterpret_cast<const sockaddr*>(&rx_addr_[i])))
+    d.src = *ep;
+  else
+    d.src = Endpoint{};
+  d.dst = local_.ip;
+  for (cmsghdr* c = CMSG_FIRSTHDR(&h); c; c = CMSG_NXTHDR(const_cast<msghdr*>(&h), c)) {
+    if (c->cmsg_level == IPPROTO_IP && c->cmsg_type == IP_PKTINFO) {
+      in_pktinfo pi;
+      memcpy(&pi, CMSG_DATA(c), sizeof pi);
+      d.dst = IpAddr::from_v4_be(pi.ipi_addr.s_addr);
+    } else if (c->cmsg_level == IPPROTO_IPV6 && c->cmsg_type == IPV6_PKTINFO) {
+      in6_pktinfo pi;
+      memcpy(&pi, CMSG_DATA(c), sizeof pi);
+      d.dst = IpAddr::from_v6(pi.ipi6_addr);
+    } else if (c->cmsg_level == SOL_UDP && c->cmsg_type == UDP_GRO) {
+      int seg = 0;
+      memcpy(&seg, CMSG_DATA(c), sizeof seg);
+      if (seg > 0 && uint32_t(seg) < d.real) {
+        d.seg = uint32_t(seg);
+        d.coalesced = true;
+      }
     }
-    int r = ::recvmmsg(fd_, rx_msgs_, static_cast<unsigned>(cnt), MSG_DONTWAIT | MSG_TRUNC,
-                       nullptr);
+  }
+  if (!d.coalesced) return 1;
+  const size_t frames = (d.real + d.seg - 1) / d.seg;
+  ++counters_.rx_gro_receives;
+  counters_.rx_gro_frames += frames;
+  return frames;
+}
+
+// Hands out frames of pending datagrams, oldest first; *used collects the slots they point into.
+size_t UdpLink::take_pending(RxFrame* frames, size_t n, uint64_t* used) {
+  size_t done = 0;
+  while (done < n && pending_count_ > 0) {
+    RxDatagram& d = pending_[pending_head_];
+    RxFrame& f = frames[done++];
+    const uint32_t len = std::min(d.seg, d.real - d.off);
+    f.buf = slot_buf(d.slot) + d.off;
+    f.len = len;
+    f.src = d.src;
+    f.dst = d.dst;
+    *used |= uint64_t{1} << d.slot;
+    if (d.off + len <= d.avail) {
+      f.cap = len;
+      f.truncated = false;
+      ++counters_.rx_frames;
+      counters_.rx_bytes += len;
+      if (d.coalesced && d.index > 0 && family_ == AF_INET && len >= kIcrcBytes) {
+        // Segment k of a GSO send travelled with IPv4 ID k: back to the ID-0 ICRC (see the header).
+        uint8_t* icrc = f.buf + len - kIcrcBytes;
+        const uint32_t delta = len == d.seg ? rx_deltas_.get(len - kIcrcBytes, d.index)
+                                            : wire::icrc_ipv4_id_delta(len - kIcrcBytes, d.index);
+        wire::icrc_store(icrc, wire::icrc_load(icrc) ^ delta);
+      }
+      d.off += len;
+      ++d.index;
+    } else {
+      // It did not fit: report this frame truncated and drop the rest of the receive with it.
+      f.cap = d.avail > d.off ? d.avail - d.off : 0;
+      f.truncated = true;
+      counters_.rx_truncated += (d.real - d.off + d.seg - 1) / d.seg;
+      d.off = d.real;
+    }
+    if (d.off >= d.real) {
+      pending_head_ = (pending_head_ + 1) % kRxSlots;
+      --pending_count_;
+    }
+  }
+  return done;
+}
+
+size_t UdpLink::recv(RxFrame* frames, size_t n) {
+  static_assert(kRxSlots <= 64, "slot sets are 64-bit masks");
+  static_assert(kBatch <= kRxSlots);
+  uint64_t used = 0;  // slots that frames handed out by this call point into
+  bool drained = false;
+  size_t done = 0;
+  for (;;) {
+    done += take_pending(frames + done, n - done, &used);
+    if (done == n || drained) break;
+    // Nothing pending: receive into slots this call has not handed out. A coalesced receive
+    // brings several frames: ask for about as many datagrams as make the frames the caller
+    // wants, going by the last receive (more would only wait in the link, out of the cache).
+    const size_t per = rx_frames_per_msg_;
+    const size_t want = std::min((n - done + per - 1) / per, kBatch);
+    size_t m = 0;
+    constexpr uint64_t kAll = kRxSlots == 64 ? ~uint64_t{0} : (uint64_t{1} << kRxSlots) - 1;
+    for (uint64_t free = ~used & kAll; free != 0 && m < want; free &= free - 1) {
+      const auto slot = static_cast<uint32_t>(std::countr_zero(free));
+      rx_msg_slot_[m] = slot;
+      rx_iov_[m].iov_base = slot_buf(slot);
+      rx_iov_[m].iov_len = rx_slot_bytes_;
+      msghdr& h = rx_msgs_[m].msg_hdr;
+      h.msg_namelen = sizeof(sockaddr_storage);
+      h.msg_controllen = kRxCtrlLen;
+      h.msg_flags = 0;
+      ++m;
+    }
+    if (m == 0) break;
+    int r = ::recvmmsg(fd_, rx_msgs_, static_cast<unsigned>(m), MSG_DONTWAIT | MSG_TRUNC, nullptr);
     if (r < 0 && errno == EINTR) continue;
     if (r <= 0) break;  // EAGAIN, or a pending socket error: nothing to deliver now
-    for (int i = 0; i < r; ++i) {
-      RxFrame& f = frames[done + static_cast<size_t>(i)];
-      const msghdr& h = rx_msgs_[i].msg_hdr;
-      f.len = rx_msgs_[i].msg_len;  // the real datagram size, thanks to MSG_TRUNC
-      f.truncated = (h.msg_flags & MSG_TRUNC) != 0 || f.len > f.cap;
-      if (auto ep = Endpoint::from_sockaddr(reinterpret_cast<const sockaddr*>(&rx_addr_[i])))
-        f.src = *ep;
-      else
-        f.src = Endpoint{};
-      f.dst = local_.ip;
-      for (cmsghdr* c = CMSG_FIRSTHDR(&h); c; c = CMSG_NXTHDR(const_cast<msghdr*>(&h), c)) {
-        if (c->cmsg_level == IPPROTO_IP && c->cmsg_type == IP_PKTINFO) {
-          in_pktinfo pi;
-          memcpy(&pi, CMSG_DATA(c), sizeof pi);
-          f.dst = IpAddr::from_v4_be(pi.ipi_addr.s_addr);
-        } else if (c->cmsg_level == IPPROTO_IPV6 && c->cmsg_type == IPV6_PKTINFO) {
-          in6_pktinfo pi;
-          memcpy(&pi, CMSG_DATA(c), sizeof pi);
-          f.dst = IpAddr::from_v6(pi.ipi6_addr);
-        }
-      }
-      if (f.truncated) {
-        ++counters_.rx_truncated;
-      } else {
-        ++counters_.rx_frames;
-        counters_.rx_bytes += f.len;
-      }
-    }
-    done += static_cast<size_t>(r);
-    if (static_cast<size_t>(r) < cnt) break;  // socket drained
+    size_t frames = 0;
+    for (int i = 0; i < r; ++i) frames += parse_rx(size_t(i), rx_msg_slot_[i]);
+    rx_frames_per_msg_ = static_cast<uint32_t>(std::max<size_t>(1, frames / size_t(r)));
+    drained = static_cast<size_t>(r) < m;  // socket drained
   }
   return done;
 }

@@ -10,7 +10,6 @@
 namespace softrdma::transport {
 
 namespace {
-constexpr uint32_t kRxBufferSize = 9216;  // > 4096 MTU + headers; larger datagrams are truncated and dropped
 constexpr size_t kTxBatch = 64;
 constexpr uint32_t kFirstQpn = 0x100;
 }  // namespace
@@ -33,12 +32,7 @@ Engine::Engine(std::unique_ptr<link::Link> link, const EngineConfig& cfg, StatsA
   qp_window_ = cfg_.window_packets;
   bounce_ = std::make_unique<uint8_t[]>(kTxBatch * 4096);
   for (size_t i = 0; i < kTxBatch; ++i) tx_[i].bounce = &bounce_[i * 4096];
-  rx_.resize(cfg_.rx_batch);
-  rx_buffers_ = std::make_unique<uint8_t[]>(size_t{kRxBufferSize} * cfg_.rx_batch);
-  for (uint32_t i = 0; i < cfg_.rx_batch; ++i) {
-    rx_[i].buf = &rx_buffers_[size_t{i} * kRxBufferSize];
-    rx_[i].cap = kRxBufferSize;
-  }
+  rx_.resize(cfg_.rx_batch);  // the link points each received frame at its own buffers
 }
 
 Engine::~Engine() = default;
@@ -264,6 +258,7 @@ uint64_t Engine::progress() {
   while (budget > 0) {
     size_t want = std::min<size_t>(rx_.size(), budget);
     size_t n = link_->recv(rx_.data(), want);
+    // The frames' bytes are the link's until the next recv(): each is handled completely here.
     for (size_t i = 0; i < n; ++i) receive(rx_[i]);
     budget -= static_cast<uint32_t>(n);
     if (n < want) break;

@@ -151,8 +151,7 @@ class Engine {
   std::vector<link::TxFrame> tx_frames_;
   size_t tx_count_ = 0;
 
-  std::vector<link::RxFrame> rx_;
-  std::unique_ptr<uint8_t[]> rx_buffers_;
+  std::vector<link::RxFrame> rx_;  // filled by link_->recv(); the bytes stay the link's
 };
 
 // Stage entry points (one file each).

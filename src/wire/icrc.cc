@@ -104,9 +104,29 @@ constexpr uint32_t mul_pow(uint32_t r, unsigned k) {
   for (unsigned i = 0; i < k; ++i) r = mulx(r);
   return r;
 }
+
+// The forward powers, for icrc_ipv4_id_delta: the inverse of kInv entry by entry.
+struct FwdTables {
+  uint32_t lo[256];  // x^(kBitsAfterId + 8 * lo)
+  uint32_t hi[256];  // x^(2048 * hi)
+};
+
+constexpr FwdTables make_fwd_tables() {
+  FwdTables t{};
+  t.lo[0] = mul_pow(kOne, kBitsAfterId);
+  for (int i = 1; i < 256; ++i) t.lo[i] = mul_pow(t.lo[i - 1], 8);
+  const uint32_t step = mul_pow(kOne, 2048);
+  t.hi[0] = kOne;
+  for (int i = 1; i < 256; ++i) t.hi[i] = mulmod(t.hi[i - 1], step);
+  return t;
+}
+
 static_assert(mulmod(div_pow(kOne, 77), mul_pow(kOne, 77)) == kOne);
 static_assert(mulmod(kInv.hi[3], mul_pow(kOne, 3 * 2048)) == kOne);
 static_assert(mulmod(kInv.lo[5], mul_pow(kOne, kBitsAfterId + 40)) == kOne);
+
+constexpr FwdTables kFwd = make_fwd_tables();
+static_assert(mulmod(kInv.lo[7], kFwd.lo[7]) == kOne && mulmod(kInv.hi[9], kFwd.hi[9]) == kOne);
 
 }  // namespace
 
@@ -213,6 +233,16 @@ void icrc_store(uint8_t* dst, uint32_t icrc) {
 }
 
 uint32_t icrc_load(const uint8_t* src) { return load_le32(src); }
+
+uint32_t icrc_ipv4_id_delta(size_t body, uint16_t id) {
+  if (id == 0 || body > 0xffff) return 0;
+  // The ID bits in the layout icrc_verify recovers them from (first byte on the wire in bits
+  // 16..23, the second in bits 24..31), moved to their place in the message.
+  const uint32_t m = uint32_t{static_cast<uint8_t>(id >> 8)} << 16 | uint32_t{static_cast<uint8_t>(id)} << 24;
+  uint32_t d = mulmod(m, kFwd.lo[body & 0xff]);
+  if (body >> 8) d = mulmod(d, kFwd.hi[body >> 8]);
+  return d;
+}
 
 std::string_view name(IcrcResult r) {
   switch (r) {

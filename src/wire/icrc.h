@@ -41,6 +41,12 @@ uint32_t icrc_compute(const IcrcContext& ctx, const iovec* parts, size_t nparts,
 void icrc_store(uint8_t* dst, uint32_t icrc);
 uint32_t icrc_load(const uint8_t* src);
 
+// How the ICRC changes with the IPv4 Identification: the CRC is affine in the ID bits, so
+//   icrc_compute(ctx, parts, n, id) == icrc_compute(ctx, parts, n, 0) ^ icrc_ipv4_id_delta(body, id)
+// for every IPv4 packet whose UDP payload without the ICRC is `body` bytes (below 64 KiB; 0 above).
+// The link uses it for UDP GSO, where the kernel numbers the segments of one send 0, 1, 2, ...
+uint32_t icrc_ipv4_id_delta(size_t body, uint16_t id);
+
 enum class IcrcResult : uint8_t {
   kGood,             // matches with IPv4 ID 0 (or IPv6)
   kGoodInferredId,   // matches for exactly one nonzero IPv4 ID, recovered from the CRC itself

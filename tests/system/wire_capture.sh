@@ -6,7 +6,17 @@
 #   - every opcode the demo uses (RC SEND/WRITE/WRITE-with-immediate first/middle/last/only, READ
 #     request and responses, ACK, atomics and their ACK, UD SEND) is on the wire, at least
 #     MIN_FRAMES times each.
+#   - the frames that UDP GSO sent as one message left as separate datagrams with IPv4 IDs 1, 2,
+#     ... (their ICRCs, checked over the real header, are right for those IDs).
 # Usage: wire_capture.sh [SOFTRDMA_BINARY [SHARED_DIR]]. Needs root and tcpdump (else exit 77 = skip).
+#
+# Where to capture. Leaving a NIC, a GSO send is one datagram per frame, and a capture on the
+# wire shows exactly that. The loopback interface does not cut GSO sends (it hands the whole send
+# to the receiving socket), so a capture on the host's lo shows each as one large datagram. The
+# check therefore runs in a network namespace of its own whose lo cuts them in software before
+# the capture point (ethtool -K lo tx-udp-segmentation off): the capture holds the datagrams a NIC
+# would send, with the IPv4 IDs it would give them. Without unshare/ethtool, it captures on the
+# host's lo with GSO off (SOFTRDMA_GSO=0).
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -21,6 +31,25 @@ command -v tshark >/dev/null || { echo "FAIL: tshark is not installed (apt-get i
 [[ -x $softrdma ]] || { echo "FAIL: no softrdma binary at $softrdma"; exit 1; }
 lua="$shared/tools/roce_icrc.lua"
 [[ -f $lua ]] || { echo "FAIL: no ICRC checker at $lua (set SOFTRDMA_SHARED_DIR)"; exit 1; }
+
+gso=1
+[[ ${SOFTRDMA_GSO:-1} == 0 ]] && gso=0
+if [[ -z ${WIRE_CAPTURE_NETNS:-} && $gso == 1 ]]; then
+  if command -v unshare >/dev/null && command -v ethtool >/dev/null && command -v ip >/dev/null &&
+    unshare -n true 2>/dev/null; then
+    exec unshare -n env WIRE_CAPTURE_NETNS=1 bash "$here/$(basename "${BASH_SOURCE[0]}")" "$softrdma" "$shared"
+  fi
+  echo "note: no private network namespace (unshare, ethtool, ip): capturing on lo with SOFTRDMA_GSO=0"
+  gso=0
+elif [[ -n ${WIRE_CAPTURE_NETNS:-} ]]; then
+  ip link set lo up
+  if ! ethtool -K lo tx-udp-segmentation off 2>/dev/null; then
+    echo "note: lo cannot turn off tx-udp-segmentation: capturing with SOFTRDMA_GSO=0"
+    gso=0
+  fi
+  echo "capturing in a private network namespace; lo: $(ethtool -k lo | grep tx-udp-segmentation)"
+fi
+export SOFTRDMA_GSO=$gso
 
 # Two addresses of our own, from the top of 127.0.0.x (adapters that pick their own address
 # start at the bottom), so that the capture holds only the demo's frames even while other
@@ -46,7 +75,7 @@ pcap="$work/roce.pcap"
 # -c: a bound on the file size, whatever happens.
 tcpdump -i lo -U -s 0 -B 32768 -c 200000 -w "$pcap" "udp port 4791 and host $a and host $b" 2>"$work/tcpdump.err" &
 tcpdump_pid=$!
-for _ in $(seq 100); do grep -q "listening on" "$work/tcpdump.err" && break; sleep 0.05; done
+for _ in $(seq 100); do grep -qs "listening on" "$work/tcpdump.err" && break; sleep 0.05; done
 grep -q "listening on" "$work/tcpdump.err" || { cat "$work/tcpdump.err"; echo "FAIL: tcpdump did not start"; exit 1; }
 
 # Two runs: MTU 1024 with 3000-byte messages (first/middle/last packets) and small ones, then
@@ -63,7 +92,7 @@ filter="udp.srcport==4791 && udp.dstport==4791 && ip.addr==$a && ip.addr==$b"
 ts() { tshark --disable-heuristic rpcrdma_infiniband -X "lua_script:$lua" -r "$pcap" "$@" 2>/dev/null; }
 # One pass: per frame, the ICRC verdict, the BTH opcode and any malformation or expert error.
 ts -Y "$filter" -T fields -E separator=';' -e frame.number -e roce_icrc.good -e infiniband.bth.opcode \
-  -e _ws.malformed -e _ws.expert.severity > "$work/frames.txt"
+  -e _ws.malformed -e _ws.expert.severity -e ip.id > "$work/frames.txt"
 total=$(wc -l < "$work/frames.txt")
 all=$(ts -T fields -e frame.number | wc -l)
 echo "captured $total RoCEv2 frames between $a and $b ($all frames in the file)"
@@ -80,6 +109,11 @@ if (( malformed != 0 )); then
 fi
 if (( bad_icrc != 0 )); then echo "FAIL: frames with a bad ICRC:"; ts -Y "$filter && !(roce_icrc.good == 1)" | head; fail=1; fi
 if (( all != total )); then echo "FAIL: $((all - total)) captured frames are not between the demo's adapters"; fail=1; fi
+# Segments 1, 2, ... of GSO sends carry IPv4 IDs 1, 2, ...; everything else ID 0.
+gso_ids=$(awk -F';' '$6 != "" && $6 != "0x0000" && $6 != "0"' "$work/frames.txt" | wc -l)
+echo "frames with a nonzero IPv4 ID (GSO segments after the first): $gso_ids (GSO $( ((gso)) && echo on || echo off))"
+if (( gso && gso_ids == 0 )); then echo "FAIL: GSO is on but no frame left as a later segment of a GSO send"; fail=1; fi
+if (( !gso && gso_ids != 0 )); then echo "FAIL: GSO is off but $gso_ids frames have a nonzero IPv4 ID"; fail=1; fi
 
 # Frames per BTH opcode (IBTA Table 38), each needed at least MIN_FRAMES times.
 declare -A need=(

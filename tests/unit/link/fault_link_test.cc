@@ -142,7 +142,7 @@ TEST(FaultLink, ZeroRatesOverUdpLoseNothing) {
     for (uint32_t i = 0; i < 100; ++i) bytes.push_back(frame_bytes(round * 100 + i, 200));
     for (auto& x : bytes) tx.push_back(make_tx(to, x, 3));
     ASSERT_EQ(f.send(tx.data(), tx.size()), 100u);
-    for (auto& rx : test::recv_frames(*b, 100, 2000, 2048, &f)) got.push_back(frame_index(rx.bytes));
+    for (auto& rx : test::recv_frames(*b, 100, 2000, &f)) got.push_back(frame_index(rx.bytes));
   }
   ASSERT_EQ(got.size(), 2000u);
   for (uint32_t i = 0; i < 2000; ++i) ASSERT_EQ(got[i], i);
@@ -352,7 +352,7 @@ TEST(FaultLink, DelayOverUdpArrivesViaService) {
   for (auto& x : bytes) tx.push_back(make_tx(to, x, 2));
   ASSERT_EQ(f.send(tx.data(), tx.size()), 50u);
   EXPECT_EQ(f.counters().tx_frames, 0u);  // nothing on the wire yet
-  auto got = test::recv_frames(*b, 50, 3000, 2048, &f);
+  auto got = test::recv_frames(*b, 50, 3000, &f);
   ASSERT_EQ(got.size(), 50u);
   std::set<uint32_t> seen;
   for (auto& g : got) seen.insert(frame_index(g.bytes));

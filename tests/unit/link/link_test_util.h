@@ -63,10 +63,9 @@ struct Received {
 };
 
 // Receives until `want` frames arrived or `timeout_ms` passed; drives link.service() meanwhile.
-inline std::vector<Received> recv_frames(Link& link, size_t want, int timeout_ms,
-                                         uint32_t cap = 2048, Link* also_service = nullptr) {
+// Copies each frame out before the next recv() (the link owns the bytes until then).
+inline std::vector<Received> recv_frames(Link& link, size_t want, int timeout_ms, Link* also_service = nullptr) {
   std::vector<Received> out;
-  std::vector<std::vector<uint8_t>> bufs(16, std::vector<uint8_t>(cap));
   const uint64_t end = mono_ns() + uint64_t(timeout_ms) * 1'000'000;
   while (out.size() < want) {
     const uint64_t now = mono_ns();
@@ -77,10 +76,6 @@ inline std::vector<Received> recv_frames(Link& link, size_t want, int timeout_ms
       if (n2 && (next == 0 || n2 < next)) next = n2;
     }
     RxFrame rx[16];
-    for (size_t i = 0; i < 16; ++i) {
-      rx[i].buf = bufs[i].data();
-      rx[i].cap = cap;
-    }
     size_t n = link.recv(rx, 16);
     for (size_t i = 0; i < n; ++i) {
       Received r;

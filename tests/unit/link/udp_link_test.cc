@@ -118,14 +118,18 @@ TEST(UdpLink, WildcardBindReportsDestinationFromPktinfo) {
 
 TEST(UdpLink, TruncationIsFlaggedWithRealLength) {
   auto a = must_open(ep("127.0.0.2", 0));
-  auto b = must_open(ep("127.0.0.3", 0));
-  ASSERT_TRUE(a && b);
+  UdpLink::Options small;
+  small.rx_slot_bytes = 100;  // receive buffers of 100 bytes
+  std::string err;
+  auto b = UdpLink::open(ep("127.0.0.3", 0), small, &err);
+  ASSERT_TRUE(a && b) << err;
   send_batch(*a, b->local(), 0, 1, 2000, 2);
   send_batch(*a, b->local(), 1, 1, 50, 1);
-  auto got = recv_frames(*b, 2, 2000, /*cap=*/100);
+  auto got = recv_frames(*b, 2, 2000);
   ASSERT_EQ(got.size(), 2u);
   EXPECT_TRUE(got[0].truncated);
   EXPECT_EQ(got[0].len, 2000u);
+  EXPECT_EQ(got[0].bytes.size(), 100u);  // what fit
   EXPECT_FALSE(got[1].truncated);
   EXPECT_EQ(got[1].len, 50u);
   EXPECT_EQ(b->counters().rx_truncated, 1u);
@@ -195,7 +199,8 @@ TEST(UdpLink, AutoLoopbackGivesDistinctAddresses) {
 }
 
 // The DF bit makes Linux put IPv4 ID 0 on datagrams from unconnected sockets; the ICRC covers the
-// ID, so check it on the wire with a packet socket on lo (needs CAP_NET_RAW).
+// ID, so check it on the wire with a packet socket on lo (needs CAP_NET_RAW). Without GSO: the
+// segments of a GSO send carry IDs 0, 1, 2, ... (udp_gso_test.cc, tests/system/wire_capture.sh).
 TEST(UdpLink, Ipv4DontFragmentAndZeroIdentification) {
   int ps = ::socket(AF_PACKET, SOCK_DGRAM | SOCK_NONBLOCK, htons(ETH_P_IP));
   if (ps < 0) GTEST_SKIP() << "no packet socket: " << strerror(errno);
@@ -204,7 +209,10 @@ TEST(UdpLink, Ipv4DontFragmentAndZeroIdentification) {
   sll.sll_protocol = htons(ETH_P_IP);
   sll.sll_ifindex = int(if_nametoindex("lo"));
   ASSERT_EQ(::bind(ps, reinterpret_cast<sockaddr*>(&sll), sizeof sll), 0);
-  auto a = must_open(ep("127.0.0.2", 0));
+  UdpLink::Options no_gso;
+  no_gso.gso = false;
+  std::string err;
+  auto a = UdpLink::open(ep("127.0.0.2", 0), no_gso, &err);
   auto b = must_open(ep("127.0.0.3", 0));
   ASSERT_TRUE(a && b);
   int seen = 0;

@@ -229,6 +229,22 @@ TEST(IcrcInference, RecoversRandomNonzeroIds) {
   }
 }
 
+// UDP GSO numbers the segments of one send: the link moves each ICRC from ID 0 to the real ID.
+TEST(IcrcIdDelta, MovesTheIcrcFromIdZeroToAnyId) {
+  std::mt19937 rng(9);
+  const size_t lens[] = {0, 1, 12, 255, 256, 257, 1024, 4132, 9000, 65507};
+  for (int iter = 0; iter < 1000; ++iter) {
+    const size_t len = iter < 10 ? lens[iter] : rng() % 5000;
+    const uint16_t id = iter < 10 ? uint16_t(iter) : uint16_t(rng());
+    std::vector<uint8_t> body(len);
+    for (auto& b : body) b = uint8_t(rng());
+    ASSERT_EQ(compute(v4_ctx(), body, id), compute(v4_ctx(), body, 0) ^ icrc_ipv4_id_delta(len, id))
+        << len << " " << id;
+  }
+  EXPECT_EQ(icrc_ipv4_id_delta(100, 0), 0u);
+  EXPECT_EQ(icrc_ipv4_id_delta(70000, 5), 0u);  // no IPv4 datagram is that long
+}
+
 TEST(IcrcInference, OversizedBodyIsNotInferred) {
   // No IPv4 datagram carries a UDP payload of 64 KiB or more; such input is simply bad.
   std::mt19937 rng(8);
