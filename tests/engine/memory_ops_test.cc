@@ -35,6 +35,15 @@ SendWr inv_wr(uint64_t id, uint32_t key, WrOpcode op = WrOpcode::kLocalInv) {
   return wr;
 }
 
+// No loss is injected here, so a retransmission can only come from a timeout on a loaded
+// machine, and one that arrives after a key changed would (rightly) fail the test's next step:
+// a 1 s ACK timeout keeps them out.
+PairOptions calm() {
+  PairOptions o;
+  o.timeout = 18;
+  return o;
+}
+
 class MemoryOpsTest : public PairTest {
  protected:
   // A region on b that grants no remote access of its own: only windows open it up.
@@ -60,7 +69,7 @@ class MemoryOpsTest : public PairTest {
 // A type-2 window opens exactly its range with exactly its rights to the peer; the region
 // under it grants nothing remotely.
 TEST_F(MemoryOpsTest, Type2WindowGrantsItsRangeAndRightsOnly) {
-  make();
+  make(calm());
   Mr* region = local_region(b, 0, 64 * 1024);
   Mw* mw = window(b, 2);
   uint32_t key = next_key(mw->rkey);
@@ -88,7 +97,7 @@ TEST_F(MemoryOpsTest, Type2WindowGrantsItsRangeAndRightsOnly) {
 
 // Seed 002: a key that was valid before re-registration is refused afterwards.
 TEST_F(MemoryOpsTest, ReRegistrationRetiresTheOldRkey) {
-  make();
+  make(calm());
   uint32_t old_rkey = b.mr->rkey;
   ASSERT_EQ(0, b.dev->rereg_mr(b.mr, b.pd, b.buf.data(), 8192, b.addr(0), mem::kLocalWrite | mem::kRemoteWrite));
   EXPECT_NE(old_rkey, b.mr->rkey);
@@ -99,14 +108,14 @@ TEST_F(MemoryOpsTest, ReRegistrationRetiresTheOldRkey) {
 }
 
 TEST_F(MemoryOpsTest, RegionWithoutRemoteRightsIsNotReachable) {
-  make();
+  make(calm());
   Mr* region = local_region(b, 0, 4096);
   ASSERT_EQ(0, post(a, write_wr(1, b.addr(0), region->rkey), a.sge(0, 8)));
   EXPECT_EQ(wait_one(a).status, WcStatus::kRemAccessErr);
 }
 
 TEST_F(MemoryOpsTest, Type2WindowWorksOnlyThroughTheQpItIsBoundTo) {
-  make();
+  make(calm());
   // A second connection between the same two adapters.
   QueuePair* a2 = add_qp(a, QpType::kRc);
   QueuePair* b2 = add_qp(b, QpType::kRc);
@@ -130,7 +139,7 @@ TEST_F(MemoryOpsTest, Type2WindowWorksOnlyThroughTheQpItIsBoundTo) {
 
 // The bind verb (type 1): every bind gives the window a new key and the old one stops working.
 TEST_F(MemoryOpsTest, Type1WindowRebindRetiresTheOldKey) {
-  make();
+  make(calm());
   Mr* region = local_region(b, 0, 8192);
   Mw* mw = window(b, 1);
   ASSERT_EQ(0, b.dev->bind_mw(b.qp, mw, 1, kSignaled, region, b.addr(0), 4096, mem::kRemoteRead));
@@ -151,7 +160,7 @@ TEST_F(MemoryOpsTest, Type1WindowRebindRetiresTheOldKey) {
 }
 
 TEST_F(MemoryOpsTest, BindErrorsCompleteWithMwBindErr) {
-  make();
+  make(calm());
   Mr* no_bind = local_region(b, 0, 4096, mem::kLocalWrite);
   Mw* mw = window(b, 2);
   ASSERT_EQ(0, post(b, bind_wr(1, mw, next_key(mw->rkey), no_bind, b.addr(0), 4096, mem::kRemoteRead), {}));
@@ -165,7 +174,7 @@ TEST_F(MemoryOpsTest, BindErrorsCompleteWithMwBindErr) {
 
 // Invalidation through the send queue and by an incoming SEND with Invalidate.
 TEST_F(MemoryOpsTest, LocalAndRemoteInvalidationOfAWindow) {
-  make();
+  make(calm());
   Mr* region = local_region(b, 0, 8192);
   Mw* mw = window(b, 2);
   uint32_t k1 = next_key(mw->rkey);
@@ -197,7 +206,7 @@ TEST_F(MemoryOpsTest, LocalAndRemoteInvalidationOfAWindow) {
 }
 
 TEST_F(MemoryOpsTest, SendWithInvalidateOfABadKeyFailsBothSides) {
-  make();
+  make(calm());
   post_recv(b, 10, 0, 64);
   ASSERT_EQ(0, post(a, inv_wr(1, b.mr->rkey, WrOpcode::kSendInv), a.sge(0, 16)));  // an ordinary region
   Wc req = wait_one(a);
@@ -209,8 +218,7 @@ TEST_F(MemoryOpsTest, SendWithInvalidateOfABadKeyFailsBothSides) {
 
 // FIG. 11: registration through the send queue; the key is good for the very next WQEs.
 TEST_F(MemoryOpsTest, FastRegistrationKeyIsUsableByTheNextWorkRequests) {
-  PairOptions o;
-  make(o);
+  make(calm());
   int err = 0;
   Mr* fr = a.dev->alloc_fast_reg_mr(a.pd, 8, &err);
   ASSERT_TRUE(fr) << err;
@@ -250,7 +258,7 @@ TEST_F(MemoryOpsTest, FastRegistrationKeyIsUsableByTheNextWorkRequests) {
 }
 
 TEST_F(MemoryOpsTest, FastRegistrationForThePeer) {
-  make();
+  make(calm());
   int err = 0;
   Mr* fr = b.dev->alloc_fast_reg_mr(b.pd, 4, &err);
   ASSERT_TRUE(fr) << err;
@@ -278,7 +286,7 @@ TEST_F(MemoryOpsTest, FastRegistrationForThePeer) {
 
 // FIG. 11 option 1: the send queue drains, receiving goes on, and RTS resumes it.
 TEST_F(MemoryOpsTest, DrainOptionKeepsTheReceiveSideWorking) {
-  make();
+  make(calm());
   QpInitAttr init;
   init.type = QpType::kRc;
   init.send_cq = a.cq;
@@ -332,7 +340,7 @@ TEST_F(MemoryOpsTest, DrainOptionKeepsTheReceiveSideWorking) {
 }
 
 TEST_F(MemoryOpsTest, ErrorOptionFlushesBothQueues) {
-  make();  // RC default: option 2
+  make(calm());  // RC default: option 2
   post_recv(a, 20, 4096, 64);
   Sge bad = a.sge(0, 64);
   bad.lkey ^= 0x55;
@@ -348,7 +356,7 @@ TEST_F(MemoryOpsTest, ErrorOptionFlushesBothQueues) {
 
 // FIG. 18B: a one-touch region takes one RDMA message, then it is gone.
 TEST_F(MemoryOpsTest, OneTouchRegionTakesOneMessage) {
-  make();
+  make(calm());
   int err = 0;
   Mr* once = b.dev->reg_mr(b.pd, b.buf.data(), 64 * 1024,
                            mem::kLocalWrite | mem::kRemoteWrite | mem::kRemoteRead | mem::kOneTouch, &err);
@@ -364,10 +372,8 @@ TEST_F(MemoryOpsTest, OneTouchRegionTakesOneMessage) {
 
 TEST_F(MemoryOpsTest, OneTouchWindowServesOneRead) {
   // A timeout retransmission of the READ would find the window used up (and rightly get a
-  // remote access error): keep the ACK timeout long enough (67 ms) for a loaded machine.
-  PairOptions o;
-  o.timeout = 14;
-  make(o);
+  // remote access error): calm() keeps it out.
+  make(calm());
   Mr* region = local_region(b, 0, 8192);
   Mw* mw = window(b, 2);
   uint32_t key = next_key(mw->rkey);
