@@ -17,7 +17,6 @@ bool is_rd_atomic(WrOpcode o) {
 
 uint32_t last_psn(const SendWqe& w) { return psn_add(w.first_psn, w.npkts - 1); }
 
-
 WcOpcode wc_opcode(WrOpcode o) {
   switch (o) {
     case WrOpcode::kRdmaWrite:

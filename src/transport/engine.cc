@@ -153,7 +153,6 @@ void Engine::send_queue_error(Qp& qp) {
   if (qp.slot != nullptr) qp.slot->state = static_cast<uint8_t>(QpState::kSqe);
 }
 
-
 void Engine::flush_errors(Qp& qp) {
   // IBA 10.3.1 (Error state): every outstanding and newly posted WR completes with "flushed",
   // signaled or not. The WQE that failed was completed with its own status by the completer.
