@@ -10,6 +10,7 @@
 #include <cstring>
 
 #include "device/owned.h"
+#include "link/shm_link.h"
 #include "link/udp_link.h"
 #include "mem/pin.h"
 
@@ -55,23 +56,29 @@ DeviceConfig DeviceConfig::from_env(std::string* err) {
     if (!cfg.fault && err) *err = "SOFTRDMA_FAULT: " + e;
   }
   if (const char* v = std::getenv("SOFTRDMA_BUSY_POLL")) cfg.busy_poll = std::atoi(v) != 0;
+  cfg.shm = link::ShmLink::enabled_by_env(cfg.shm);
   return cfg;
 }
 
 Device::Device(const DeviceConfig& cfg) : cfg_(cfg) {}
 
 std::unique_ptr<Device> Device::open(const DeviceConfig& cfg, std::string* err) {
-  std::unique_ptr<link::Link> link;
+  std::unique_ptr<link::UdpLink> udp;
   std::string e;
   if (cfg.address) {
-    link = link::UdpLink::open(wire::Endpoint{*cfg.address, cfg.port}, &e);
+    udp = link::UdpLink::open(wire::Endpoint{*cfg.address, cfg.port}, &e);
   } else {
-    link = link::UdpLink::open_auto_loopback(cfg.port, &e);
+    udp = link::UdpLink::open_auto_loopback(cfg.port, &e);
   }
-  if (!link) {
+  if (!udp) {
     if (err) *err = "cannot open the RoCEv2 link: " + e;
     return nullptr;
   }
+  std::unique_ptr<link::Link> link;
+  if (cfg.shm)
+    link = std::make_unique<link::ShmLink>(std::move(udp));
+  else
+    link = std::move(udp);
   if (cfg.fault) link = std::make_unique<link::FaultLink>(std::move(link), *cfg.fault);
   return open_with_link(cfg, std::move(link), err);
 }
@@ -94,6 +101,7 @@ std::unique_ptr<Device> Device::open_with_link(const DeviceConfig& cfg, std::uni
   // for each datagram. Unprivileged processes get rmem_max (often 208 KiB) and a smaller window.
   link::Link* base = link.get();
   if (auto* fl = dynamic_cast<link::FaultLink*>(base)) base = &fl->inner();
+  if (auto* sl = dynamic_cast<link::ShmLink*>(base)) base = &sl->udp();  // UDP peers still need it
   if (auto* udp = dynamic_cast<link::UdpLink*>(base)) {
     uint32_t per_packet = 2 * (cfg.mtu + 128);
     uint32_t fits = static_cast<uint32_t>(udp->rcvbuf()) / per_packet;

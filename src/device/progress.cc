@@ -36,7 +36,16 @@ void Device::thread_main() {
       ts.tv_nsec = static_cast<long>(d % 1000000000ull);
       tsp = &ts;
     }
-    if (!pending_.load()) ppoll(fds, on_link ? 2 : 1, tsp, nullptr);
+    // A link with frames the fd does not show (shared memory) may veto the sleep or arrange a
+    // wake-up through the fd (Link::prepare_sleep).
+    if (!pending_.load()) {
+      if (!on_link) {
+        ppoll(fds, 1, tsp, nullptr);
+      } else if (engine_->link().prepare_sleep()) {
+        ppoll(fds, 2, tsp, nullptr);
+        engine_->link().after_wake();
+      }
+    }
     thread_wakes_at_.store(transport::now_ns(), std::memory_order_relaxed);
     if (fds[0].revents & POLLIN) {
       uint64_t v;

@@ -66,6 +66,8 @@ class FaultLink final : public Link {
   int fd() const override { return inner_->fd(); }
   Endpoint local() const override { return inner_->local(); }
   uint64_t service(uint64_t now_ns) override;
+  bool prepare_sleep() override { return inner_->prepare_sleep(); }
+  void after_wake() override { inner_->after_wake(); }
   const LinkCounters& counters() const override { return inner_->counters(); }
   std::string describe() const override;
 

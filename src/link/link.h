@@ -78,6 +78,13 @@ class Link {
   // CLOCK_MONOTONIC time in ns at which it wants to be called again, or 0 for never.
   virtual uint64_t service(uint64_t now_ns) { (void)now_ns; return 0; }
 
+  // Around a sleep on fd() (the device's progress thread): prepare_sleep() returns false when
+  // frames arrived meanwhile that fd() would not show (then do not sleep); after_wake() follows
+  // every sleep prepared this way. A link whose frames can arrive without fd() becoming readable
+  // (ShmLink) arranges here to be woken through fd().
+  virtual bool prepare_sleep() { return true; }
+  virtual void after_wake() {}
+
   virtual const LinkCounters& counters() const = 0;
   virtual std::string describe() const = 0;
 };

@@ -107,7 +107,7 @@ void print_device(const Device& d, bool verbose) {
   }
   port_line("GID[  0]", (d.gid().is_v4() ? "::ffff:" : "") + d.gid().str() + ", RoCE v2");
   port_line("UDP endpoint", d.address().str());
-  if (verbose) port_line("link", d.describe_link());
+  port_line("link", d.describe_link());  // shm+udp(...): the same-host shared-memory path is on
 }
 
 int run_devices(const DevicesOptions& o) {

@@ -50,6 +50,7 @@ elif [[ -n ${WIRE_CAPTURE_NETNS:-} ]]; then
   echo "capturing in a private network namespace; lo: $(ethtool -k lo | grep tx-udp-segmentation)"
 fi
 export SOFTRDMA_GSO=$gso
+export SOFTRDMA_SHM=0  # the same-host shared-memory link would bypass the wire
 
 # Two addresses of our own, from the top of 127.0.0.x (adapters that pick their own address
 # start at the bottom), so that the capture holds only the demo's frames even while other

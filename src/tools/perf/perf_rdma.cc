@@ -20,6 +20,7 @@
 #include <cstring>
 #include <random>
 
+#include "link/shm_link.h"
 #include "tools/perf/perf.h"
 
 namespace softrdma::tools::perf {
@@ -137,6 +138,7 @@ std::unique_ptr<Rdma> Rdma::open(const Options& o, const std::string& dev_name, 
   cfg.mtu = o.mtu;
   cfg.busy_poll = o.busy_poll;
   cfg.progress_thread = !o.no_thread;
+  cfg.shm = link::ShmLink::enabled_by_env(cfg.shm);  // SOFTRDMA_SHM=0: the UDP link only
   if (o.engine_window) cfg.engine.window_packets = o.engine_window;
   if (o.engine_ackreq) cfg.engine.ackreq_every = o.engine_ackreq;
   if (!o.fault.empty()) {

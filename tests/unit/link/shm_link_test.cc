@@ -1,0 +1,230 @@
+// The same-host shared-memory link: frames through the rings, zero-copy receive, wake-ups of a
+// sleeping receiver, the area's permissions, stale areas, and the fall back to UDP.
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <poll.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "link/shm_link.h"
+#include "link_test_util.h"
+
+namespace softrdma::link {
+namespace {
+
+using test::ep;
+using test::frame_bytes;
+using test::make_tx;
+using test::mono_ns;
+
+std::unique_ptr<ShmLink> open_shm(const char* ip = "127.0.0.1", uint16_t port = 0) {
+  std::string err;
+  auto u = UdpLink::open(ep(ip, port), &err);
+  EXPECT_TRUE(u) << err;
+  if (!u) return nullptr;
+  return std::make_unique<ShmLink>(std::move(u));
+}
+
+std::string area_path(const ShmLink& l) {
+  return "/dev/shm" + ShmLink::area_name(l.local());
+}
+
+// Receives until `want` frames arrived (copied out) or 5 s passed.
+std::vector<std::vector<uint8_t>> recv_n(Link& l, size_t want, std::vector<Endpoint>* srcs = nullptr) {
+  std::vector<std::vector<uint8_t>> out;
+  RxFrame rx[64];
+  const uint64_t deadline = mono_ns() + 5'000'000'000ull;
+  while (out.size() < want && mono_ns() < deadline) {
+    size_t n = l.recv(rx, 64);
+    for (size_t i = 0; i < n; ++i) {
+      EXPECT_FALSE(rx[i].truncated);
+      out.emplace_back(rx[i].buf, rx[i].buf + rx[i].len);
+      if (srcs) srcs->push_back(rx[i].src);
+    }
+  }
+  return out;
+}
+
+TEST(ShmLink, AreaIsPrivateAndRemovedOnClose) {
+  auto a = open_shm();
+  ASSERT_TRUE(a);
+  ASSERT_TRUE(a->has_area());
+  struct stat st {};
+  const std::string path = area_path(*a);
+  ASSERT_EQ(0, stat(path.c_str(), &st)) << path;
+  EXPECT_EQ(st.st_mode & 0777, 0600u);
+  EXPECT_EQ(st.st_uid, geteuid());
+  EXPECT_NE(a->describe().find("shm+udp("), std::string::npos) << a->describe();
+  a.reset();
+  EXPECT_NE(0, stat(path.c_str(), &st));
+}
+
+TEST(ShmLink, FramesGoThroughTheRingIntact) {
+  auto a = open_shm(), b = open_shm();
+  ASSERT_TRUE(a && b);
+  std::vector<std::vector<uint8_t>> bytes;
+  const size_t kFrames = 3000;  // wraps the 4 MiB ring several times
+  std::vector<TxFrame> tx;
+  for (uint32_t i = 0; i < kFrames; ++i) bytes.push_back(frame_bytes(i, 16 + (i * 977) % 4200));
+  for (uint32_t i = 0; i < kFrames; ++i) tx.push_back(make_tx(b->local(), bytes[i], uint8_t(1 + i % 3)));
+  size_t sent = 0;
+  std::vector<std::vector<uint8_t>> got;
+  std::vector<Endpoint> srcs;
+  const uint64_t deadline = mono_ns() + 10'000'000'000ull;
+  while ((sent < kFrames || got.size() < kFrames) && mono_ns() < deadline) {
+    if (sent < kFrames) sent += a->send(tx.data() + sent, std::min<size_t>(64, kFrames - sent));
+    auto more = recv_n(*b, 1, &srcs);
+    for (auto& m : more) got.push_back(std::move(m));
+  }
+  ASSERT_EQ(got.size(), kFrames);
+  for (uint32_t i = 0; i < kFrames; ++i) {
+    ASSERT_EQ(got[i], bytes[i]) << i;
+    ASSERT_EQ(srcs[i], a->local());
+  }
+  EXPECT_EQ(a->shm_counters().tx_frames, kFrames);
+  EXPECT_EQ(b->shm_counters().rx_frames, kFrames);
+  EXPECT_EQ(a->udp().counters().tx_frames, 0u);
+  EXPECT_EQ(a->counters().tx_frames, kFrames);
+  EXPECT_EQ(b->counters().rx_frames, kFrames);
+}
+
+TEST(ShmLink, SleepingReceiverIsWokenThroughItsSocket) {
+  auto a = open_shm(), b = open_shm();
+  ASSERT_TRUE(a && b);
+  auto f0 = frame_bytes(1, 100);
+  TxFrame t = make_tx(b->local(), f0, 1);
+  for (int round = 0; round < 50; ++round) {
+    ASSERT_TRUE(b->prepare_sleep());  // nothing waiting
+    ASSERT_EQ(1u, a->send(&t, 1));
+    pollfd p{b->fd(), POLLIN, 0};
+    ASSERT_EQ(1, poll(&p, 1, 5000)) << "no doorbell, round " << round;
+    b->after_wake();
+    auto got = recv_n(*b, 1);
+    ASSERT_EQ(got.size(), 1u);
+    EXPECT_EQ(got[0], f0);
+    // The doorbell is drained and not handed out as a frame.
+    RxFrame rx[8];
+    for (int k = 0; k < 16; ++k) ASSERT_EQ(0u, b->recv(rx, 8));
+  }
+  EXPECT_GE(a->shm_counters().tx_doorbells, 50u);
+  EXPECT_EQ(b->shm_counters().rx_doorbells, a->shm_counters().tx_doorbells);
+  // Frames already waiting veto the sleep; a polling receiver gets no doorbells.
+  const uint64_t bells = a->shm_counters().tx_doorbells;
+  ASSERT_EQ(1u, a->send(&t, 1));
+  EXPECT_EQ(a->shm_counters().tx_doorbells, bells);
+  EXPECT_FALSE(b->prepare_sleep());
+  EXPECT_EQ(recv_n(*b, 1).size(), 1u);
+}
+
+TEST(ShmLink, UdpDestinationsStayOnUdp) {
+  auto a = open_shm();
+  std::string err;
+  auto u = UdpLink::open(ep("127.0.0.1", 0), &err);  // a plain UDP link has no area
+  ASSERT_TRUE(a && u) << err;
+  auto f = frame_bytes(7, 300);
+  TxFrame t = make_tx(u->local(), f, 2);
+  ASSERT_EQ(1u, a->send(&t, 1));
+  RxFrame rx[4];
+  const uint64_t deadline = mono_ns() + 5'000'000'000ull;
+  size_t n = 0;
+  while (n == 0 && mono_ns() < deadline) n = u->recv(rx, 4);
+  ASSERT_EQ(n, 1u);
+  EXPECT_EQ(0, std::memcmp(rx[0].buf, f.data(), f.size()));
+  EXPECT_EQ(a->shm_counters().tx_frames, 0u);
+  EXPECT_EQ(a->udp().counters().tx_frames, 1u);
+  // And back: a ShmLink receives UDP too.
+  TxFrame back = make_tx(a->local(), f, 1);
+  ASSERT_EQ(1u, u->send(&back, 1));
+  auto got = recv_n(*a, 1);
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_EQ(got[0], f);
+}
+
+TEST(ShmLink, StaleAreaOfADeadProcessIsReplaced) {
+  uint16_t port = 0;
+  int fds[2];
+  ASSERT_EQ(0, pipe(fds));
+  pid_t pid = fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    auto l = open_shm();
+    uint16_t p = l && l->has_area() ? l->local().port : 0;
+    (void)!write(fds[1], &p, sizeof p);
+    _exit(0);  // no destructor: the area is left behind
+  }
+  ASSERT_EQ(ssize_t(sizeof port), read(fds[0], &port, sizeof port));
+  close(fds[0]);
+  close(fds[1]);
+  int status = 0;
+  waitpid(pid, &status, 0);
+  ASSERT_NE(port, 0);
+  Endpoint e = ep("127.0.0.1", port);
+  struct stat st {};
+  const std::string path = "/dev/shm" + ShmLink::area_name(e);
+  ASSERT_EQ(0, stat(path.c_str(), &st)) << "the leftover should exist";
+  auto l = open_shm("127.0.0.1", port);
+  ASSERT_TRUE(l);
+  EXPECT_TRUE(l->has_area());
+  auto a = open_shm();
+  auto f = frame_bytes(3, 64);
+  TxFrame t = make_tx(l->local(), f, 1);
+  ASSERT_EQ(1u, a->send(&t, 1));
+  EXPECT_EQ(recv_n(*l, 1).size(), 1u);
+  EXPECT_EQ(a->shm_counters().tx_frames, 1u);
+}
+
+// Another user can neither open our area nor be sent to through its own: both directions fall
+// back to UDP, and still work.
+TEST(ShmLink, AnotherUserFallsBackToUdp) {
+  if (geteuid() != 0) GTEST_SKIP() << "needs root to switch to user nobody";
+  auto a = open_shm();
+  ASSERT_TRUE(a && a->has_area());
+  int to_child[2], to_parent[2];
+  ASSERT_EQ(0, pipe(to_child));
+  ASSERT_EQ(0, pipe(to_parent));
+  const uint16_t aport = a->local().port;
+  pid_t pid = fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    int rc = 0;
+    if (setgid(65534) != 0 || setuid(65534) != 0) _exit(10);
+    rc = [&]() -> int {
+      std::string path = "/dev/shm" + ShmLink::area_name(ep("127.0.0.1", aport));
+      int fd = open(path.c_str(), O_RDWR);
+      if (fd >= 0) return 11;  // must not open the other user's area
+      auto c = open_shm();
+      if (!c || !c->has_area()) return 12;
+      uint16_t cport = c->local().port;
+      (void)!write(to_parent[1], &cport, sizeof cport);
+      auto f = frame_bytes(42, 500);
+      TxFrame t = make_tx(ep("127.0.0.1", aport), f, 1);
+      if (c->send(&t, 1) != 1) return 13;
+      if (c->shm_counters().tx_frames != 0 || c->udp().counters().tx_frames != 1) return 14;
+      auto got = recv_n(*c, 1);  // the parent's answer, over UDP
+      if (got.size() != 1 || got[0] != f) rc = 15;
+      if (c->shm_counters().rx_frames != 0) rc = 16;
+      return rc;  // c closes: its area goes
+    }();
+    _exit(rc);
+  }
+  uint16_t cport = 0;
+  ASSERT_EQ(ssize_t(sizeof cport), read(to_parent[0], &cport, sizeof cport));
+  auto got = recv_n(*a, 1);
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_EQ(got[0], frame_bytes(42, 500));
+  EXPECT_EQ(a->shm_counters().rx_frames, 0u);
+  // Root could open nobody's 0600 area, but a sender only uses areas of its own uid.
+  TxFrame t = make_tx(ep("127.0.0.1", cport), got[0], 1);
+  ASSERT_EQ(1u, a->send(&t, 1));
+  EXPECT_EQ(a->shm_counters().tx_frames, 0u);
+  EXPECT_EQ(a->udp().counters().tx_frames, 1u);
+  int status = 0;
+  waitpid(pid, &status, 0);
+  EXPECT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 0);
+  for (int fd : {to_child[0], to_child[1], to_parent[0], to_parent[1]}) close(fd);
+}
+
+}  // namespace
+}  // namespace softrdma::link
