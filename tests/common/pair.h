@@ -54,23 +54,28 @@ inline std::unique_ptr<Device> open_device(const PairOptions& o, const std::opti
   return dev;
 }
 
-inline void setup_side(Side& s, const PairOptions& o, const std::optional<link::FaultConfig>& f) {
-  s.dev = open_device(o, f);
-  ASSERT_TRUE(s.dev);
+// A PD, a CQ, a QP and a registered buffer on s.dev, as o describes. No test assertions (a
+// forked child uses it too): false if anything is missing.
+inline bool make_objects(Side& s, const PairOptions& o) {
   s.pd = s.dev->alloc_pd();
   int err = 0;
   s.cq = s.dev->create_cq(4 * o.max_wr, nullptr, nullptr, &err);
-  ASSERT_TRUE(s.cq) << err;
+  if (s.pd == nullptr || s.cq == nullptr) return false;
   QpInitAttr init;
   init.type = o.type;
   init.send_cq = s.cq;
   init.recv_cq = s.cq;
   init.cap = {o.max_wr, o.max_wr, 4, 4, 64};
   s.qp = s.dev->create_qp(s.pd, init, &err);
-  ASSERT_TRUE(s.qp) << err;
   s.buf.assign(o.buf_size, 0);
   s.mr = s.dev->reg_mr(s.pd, s.buf.data(), s.buf.size(), o.access, &err);
-  ASSERT_TRUE(s.mr) << err;
+  return s.qp != nullptr && s.mr != nullptr;
+}
+
+inline void setup_side(Side& s, const PairOptions& o, const std::optional<link::FaultConfig>& f) {
+  s.dev = open_device(o, f);
+  ASSERT_TRUE(s.dev);
+  ASSERT_TRUE(make_objects(s, o));
 }
 
 inline uint8_t mtu_enum_of(uint32_t bytes) {

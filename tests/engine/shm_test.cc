@@ -31,20 +31,7 @@ std::unique_ptr<Device> open_shm_device(link::ShmLink** out, bool progress_threa
 void setup_shm_side(Side& s, const PairOptions& o, link::ShmLink** l) {
   s.dev = open_shm_device(l, o.progress_thread);
   ASSERT_TRUE(s.dev);
-  s.pd = s.dev->alloc_pd();
-  int err = 0;
-  s.cq = s.dev->create_cq(4 * o.max_wr, nullptr, nullptr, &err);
-  ASSERT_TRUE(s.cq) << err;
-  QpInitAttr init;
-  init.type = o.type;
-  init.send_cq = s.cq;
-  init.recv_cq = s.cq;
-  init.cap = {o.max_wr, o.max_wr, 4, 4, 64};
-  s.qp = s.dev->create_qp(s.pd, init, &err);
-  ASSERT_TRUE(s.qp) << err;
-  s.buf.assign(o.buf_size, 0);
-  s.mr = s.dev->reg_mr(s.pd, s.buf.data(), s.buf.size(), o.access, &err);
-  ASSERT_TRUE(s.mr) << err;
+  ASSERT_TRUE(make_objects(s, o));
 }
 
 uint64_t retransmits(Device& d) {
@@ -248,18 +235,7 @@ void two_process_exchange(bool child_as_nobody, uint64_t* parent_shm_rx, uint64_
       link::ShmLink* l = nullptr;
       s.dev = open_shm_device(&l);
       if (!s.dev) return 21;
-      s.pd = s.dev->alloc_pd();
-      int err = 0;
-      s.cq = s.dev->create_cq(64, nullptr, nullptr, &err);
-      QpInitAttr init;
-      init.type = QpType::kRc;
-      init.send_cq = s.cq;
-      init.recv_cq = s.cq;
-      init.cap = {16, 16, 4, 4, 64};
-      s.qp = s.dev->create_qp(s.pd, init, &err);
-      s.buf.assign(o.buf_size, 0);
-      s.mr = s.dev->reg_mr(s.pd, s.buf.data(), s.buf.size(), o.access, &err);
-      if (!s.cq || !s.qp || !s.mr) return 22;
+      if (!make_objects(s, o)) return 22;
       Hello mine = hello_of(s), peer{};
       if (write(up[1], &mine, sizeof mine) != sizeof mine) return 23;
       if (read(down[0], &peer, sizeof peer) != sizeof peer) return 24;
@@ -297,18 +273,7 @@ void two_process_exchange(bool child_as_nobody, uint64_t* parent_shm_rx, uint64_
   link::ShmLink* l = nullptr;
   s.dev = open_shm_device(&l);
   ASSERT_TRUE(s.dev);
-  s.pd = s.dev->alloc_pd();
-  int err = 0;
-  s.cq = s.dev->create_cq(64, nullptr, nullptr, &err);
-  QpInitAttr init;
-  init.type = QpType::kRc;
-  init.send_cq = s.cq;
-  init.recv_cq = s.cq;
-  init.cap = {16, 16, 4, 4, 64};
-  s.qp = s.dev->create_qp(s.pd, init, &err);
-  s.buf.assign(o.buf_size, 0);
-  s.mr = s.dev->reg_mr(s.pd, s.buf.data(), s.buf.size(), o.access, &err);
-  ASSERT_TRUE(s.cq && s.qp && s.mr);
+  ASSERT_TRUE(make_objects(s, o));
   Hello mine = hello_of(s), peer{};
   ASSERT_EQ(ssize_t(sizeof peer), read(up[0], &peer, sizeof peer));
   ASSERT_TRUE(connect_to(s, peer, o));
