@@ -329,8 +329,10 @@ int post_send(ibv_qp* ibqp, ibv_send_wr* wr, ibv_send_wr** bad) {
   return rc;
 }
 
-int post_recv(ibv_qp* ibqp, ibv_recv_wr* wr, ibv_recv_wr** bad) {
-  SrQp* qp = to_qp(ibqp);
+// Converts a chain of receive WRs in batches of kBatch (on the stack) and hands each batch to
+// post(batch, n, &bad_index): the same for a QP's receive queue and an SRQ.
+template <typename Post>
+int post_recv_chain(ibv_recv_wr* wr, ibv_recv_wr** bad, Post post) {
   while (wr != nullptr) {
     Scratch<RecvWr, kBatch> scratch;
     RecvWr* batch = scratch.get();
@@ -342,14 +344,13 @@ int post_recv(ibv_qp* ibqp, ibv_recv_wr* wr, ibv_recv_wr** bad) {
           *bad = wr;
           return EINVAL;
         }
-        break;
+        break;  // post what came before it; the next round reports it
       }
       batch[n] = RecvWr{wr->wr_id, reinterpret_cast<const Sge*>(wr->sg_list), static_cast<uint32_t>(wr->num_sge)};
       src[n++] = wr;
     }
     size_t b = 0;
-    int rc = qp->dev->post_recv(qp->q, batch, static_cast<size_t>(n), &b);
-    if (rc != 0) {
+    if (int rc = post(batch, static_cast<size_t>(n), &b)) {
       *bad = src[b];
       return rc;
     }
@@ -357,32 +358,18 @@ int post_recv(ibv_qp* ibqp, ibv_recv_wr* wr, ibv_recv_wr** bad) {
   return 0;
 }
 
+int post_recv(ibv_qp* ibqp, ibv_recv_wr* wr, ibv_recv_wr** bad) {
+  SrQp* qp = to_qp(ibqp);
+  return post_recv_chain(wr, bad, [qp](const RecvWr* batch, size_t n, size_t* b) {
+    return qp->dev->post_recv(qp->q, batch, n, b);
+  });
+}
+
 int post_srq_recv(ibv_srq* ibsrq, ibv_recv_wr* wr, ibv_recv_wr** bad) {
   SrSrq* srq = to_srq(ibsrq);
-  while (wr != nullptr) {
-    Scratch<RecvWr, kBatch> scratch;
-    RecvWr* batch = scratch.get();
-    ibv_recv_wr* src[kBatch];
-    int n = 0;
-    for (; wr != nullptr && n < kBatch; wr = wr->next) {
-      if (wr->num_sge < 0 || (wr->num_sge > 0 && wr->sg_list == nullptr)) {
-        if (n == 0) {
-          *bad = wr;
-          return EINVAL;
-        }
-        break;
-      }
-      batch[n] = RecvWr{wr->wr_id, reinterpret_cast<const Sge*>(wr->sg_list), static_cast<uint32_t>(wr->num_sge)};
-      src[n++] = wr;
-    }
-    size_t b = 0;
-    int rc = srq->dev->post_srq_recv(srq->s, batch, static_cast<size_t>(n), &b);
-    if (rc != 0) {
-      *bad = src[b];
-      return rc;
-    }
-  }
-  return 0;
+  return post_recv_chain(wr, bad, [srq](const RecvWr* batch, size_t n, size_t* b) {
+    return srq->dev->post_srq_recv(srq->s, batch, n, b);
+  });
 }
 
 int poll_cq(ibv_cq* ibcq, int n, ibv_wc* wc) {
