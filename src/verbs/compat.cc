@@ -190,16 +190,16 @@ SR_EXPORT void ibv_copy_qp_attr_from_kern(ibv_qp_attr* dst, ib_uverbs_qp_attr* s
   dst->alt_timeout = src->alt_timeout;
 }
 
-SR_EXPORT void ibv_copy_path_rec_from_kern(ibv_sa_path_rec* dst, ib_user_path_rec* src) {
-  std::memcpy(dst->dgid.raw, src->dgid, sizeof dst->dgid);
-  std::memcpy(dst->sgid.raw, src->sgid, sizeof dst->sgid);
+// The scalar fields of a path record have the same names in the verbs and the kernel layout.
+template <typename To, typename From>
+void copy_path_rec_fields(To* dst, const From* src) {
   dst->dlid = src->dlid;
   dst->slid = src->slid;
-  dst->raw_traffic = static_cast<int>(src->raw_traffic);
+  dst->raw_traffic = static_cast<decltype(dst->raw_traffic)>(src->raw_traffic);
   dst->flow_label = src->flow_label;
   dst->hop_limit = src->hop_limit;
   dst->traffic_class = src->traffic_class;
-  dst->reversible = static_cast<int>(src->reversible);
+  dst->reversible = static_cast<decltype(dst->reversible)>(src->reversible);
   dst->numb_path = src->numb_path;
   dst->pkey = src->pkey;
   dst->sl = src->sl;
@@ -212,26 +212,16 @@ SR_EXPORT void ibv_copy_path_rec_from_kern(ibv_sa_path_rec* dst, ib_user_path_re
   dst->preference = src->preference;
 }
 
+SR_EXPORT void ibv_copy_path_rec_from_kern(ibv_sa_path_rec* dst, ib_user_path_rec* src) {
+  std::memcpy(dst->dgid.raw, src->dgid, sizeof dst->dgid);
+  std::memcpy(dst->sgid.raw, src->sgid, sizeof dst->sgid);
+  copy_path_rec_fields(dst, src);
+}
+
 SR_EXPORT void ibv_copy_path_rec_to_kern(ib_user_path_rec* dst, ibv_sa_path_rec* src) {
   std::memcpy(dst->dgid, src->dgid.raw, sizeof src->dgid);
   std::memcpy(dst->sgid, src->sgid.raw, sizeof src->sgid);
-  dst->dlid = src->dlid;
-  dst->slid = src->slid;
-  dst->raw_traffic = static_cast<__u32>(src->raw_traffic);
-  dst->flow_label = src->flow_label;
-  dst->hop_limit = src->hop_limit;
-  dst->traffic_class = src->traffic_class;
-  dst->reversible = static_cast<__u32>(src->reversible);
-  dst->numb_path = src->numb_path;
-  dst->pkey = src->pkey;
-  dst->sl = src->sl;
-  dst->mtu_selector = src->mtu_selector;
-  dst->mtu = src->mtu;
-  dst->rate_selector = src->rate_selector;
-  dst->rate = src->rate;
-  dst->packet_life_time_selector = src->packet_life_time_selector;
-  dst->packet_life_time = src->packet_life_time;
-  dst->preference = src->preference;
+  copy_path_rec_fields(dst, src);
 }
 
 // ---- fork and Ethernet helpers that providers call ----------------------------------------------
