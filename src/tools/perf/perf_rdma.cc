@@ -100,6 +100,26 @@ std::string progress_text(uint64_t done, uint64_t posted) {
   return " (" + std::to_string(done) + " of " + std::to_string(posted) + " operations completed)";
 }
 
+// Posts wr on qp, then polls cq until one completion arrives: the step of a ping-pong or a
+// round trip. False with *err on a post error or a stall (`waiting_for` says what was missing).
+bool post_and_wait(Rdma& r, QueuePair* qp, SendWr& wr, Cq* cq, Watchdog& dog, uint64_t i, const char* waiting_for,
+                   Wc* wc, std::string* err) {
+  if (int rc = r.dev().post_send(qp, &wr, 1, nullptr)) {
+    *err = std::string("post_send: ") + strerror(rc);
+    return false;
+  }
+  uint32_t spins = 0;
+  while (r.dev().poll_cq(cq, wc, 1) == 0) {
+    if ((++spins & 255) == 0) {
+      if (std::string why = dog.check(Clock::now()); !why.empty()) {
+        *err = why + " (" + waiting_for + ")" + progress_text(i, i + 1) + "\n" + r.describe_counters();
+        return false;
+      }
+    }
+  }
+  return true;
+}
+
 }  // namespace
 
 LatStats lat_stats(std::vector<double>& s) {
@@ -488,19 +508,7 @@ bool Rdma::ping_pong_send(uint32_t size, uint64_t total, uint64_t warmup, double
     wr.flags = inl | (++unsignaled_lat_ % kSignalEvery == 0 ? kSignaledFlag : 0u);
     wr.wr_id = i;
     const auto t0 = Clock::now();
-    if (int rc = dev_->post_send(qps_[0], &wr, 1, nullptr)) {
-      *err = std::string("post_send: ") + strerror(rc);
-      return false;
-    }
-    uint32_t spins = 0;
-    while (dev_->poll_cq(rcq_, wc, 1) == 0) {
-      if ((++spins & 255) == 0) {
-        if (std::string why = dog.check(Clock::now()); !why.empty()) {
-          *err = why + " (no answer to a ping)" + progress_text(i, i + 1) + "\n" + describe_counters();
-          return false;
-        }
-      }
-    }
+    if (!post_and_wait(*this, qps_[0], wr, rcq_, dog, i, "no answer to a ping", wc, err)) return false;
     const auto t1 = Clock::now();
     dog.progressed(t1);
     if (!check_wc(wc[0], err)) return false;
@@ -586,19 +594,7 @@ bool Rdma::round_trips(const Options& o, Op op, uint32_t size, uint64_t total, u
     if (samples->size() >= kMaxSamples) break;
     wr.wr_id = i;
     const auto t0 = Clock::now();
-    if (int rc = dev_->post_send(qps_[0], &wr, 1, nullptr)) {
-      *err = std::string("post_send: ") + strerror(rc);
-      return false;
-    }
-    uint32_t spins = 0;
-    while (dev_->poll_cq(scq_, wc, 1) == 0) {
-      if ((++spins & 255) == 0) {
-        if (std::string why = dog.check(Clock::now()); !why.empty()) {
-          *err = why + " (no response)" + progress_text(i, i + 1) + "\n" + describe_counters();
-          return false;
-        }
-      }
-    }
+    if (!post_and_wait(*this, qps_[0], wr, scq_, dog, i, "no response", wc, err)) return false;
     const auto t1 = Clock::now();
     dog.progressed(t1);
     if (!check_wc(wc[0], err)) return false;
