@@ -53,6 +53,8 @@ struct LinkCounters {
   uint64_t tx_gso_sends = 0, tx_gso_frames = 0, tx_gso_disabled = 0;
   // UDP receive coalescing: receives that carried several frames, and the frames in them.
   uint64_t rx_gro_receives = 0, rx_gro_frames = 0;
+  // The same-host link (ShmLink): frames that went through shared memory instead of UDP.
+  uint64_t shm_tx_frames = 0, shm_rx_frames = 0;
 };
 
 class Link {

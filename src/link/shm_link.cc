@@ -201,6 +201,8 @@ const LinkCounters& ShmLink::counters() const {
   sum_.rx_frames += sc_.rx_frames;
   sum_.rx_bytes += sc_.rx_bytes;
   sum_.tx_errors += tx_errors_;
+  sum_.shm_tx_frames = sc_.tx_frames;
+  sum_.shm_rx_frames = sc_.rx_frames;
   // Doorbells are not frames.
   sum_.tx_frames -= std::min(sum_.tx_frames, sc_.tx_doorbells);
   sum_.tx_bytes -= std::min(sum_.tx_bytes, sc_.tx_doorbells * sizeof kDoorbell);

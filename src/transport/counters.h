@@ -25,7 +25,13 @@ namespace softrdma::transport {
   X(drop_qkey, "dropped: Q_Key mismatch")                                             \
   X(drop_source, "dropped: source is not the connected peer")                         \
   X(drop_no_recv_wqe, "dropped: UD/UC message and no receive WQE")                   \
-  X(cnp_received, "congestion notification packets received")
+  X(cnp_received, "congestion notification packets received")                       \
+  X(link_gso_sends, "UDP sends that carried several frames (GSO)")                    \
+  X(link_gso_frames, "frames sent in them")                                           \
+  X(link_gro_receives, "UDP receives that carried several frames (GRO)")              \
+  X(link_gro_frames, "frames received in them")                                       \
+  X(link_shm_tx_frames, "frames sent through the same-host shared-memory link")       \
+  X(link_shm_rx_frames, "frames received through the same-host shared-memory link")
 
 #define SOFTRDMA_QP_COUNTERS(X)                                                   \
   X(tx_packets, "packets sent")                                                   \

@@ -120,6 +120,7 @@ void Engine::tx_end(TxSlot* s, const wire::Endpoint& dst, uint32_t header_len, u
 }
 
 void Engine::tx_flush() {
+  if (tx_count_ == 0) return;
   size_t done = 0;
   while (done < tx_count_) {
     for (size_t i = done; i < tx_count_; ++i) tx_frames_[i] = tx_[i].frame;
@@ -133,6 +134,18 @@ void Engine::tx_flush() {
     done += n;
   }
   tx_count_ = 0;
+  publish_link_counters();
+}
+
+void Engine::publish_link_counters() {
+  // Copied after each send and receive, so that `softrdma stat` sees how frames travel.
+  const link::LinkCounters& l = link_->counters();
+  counters_->link_gso_sends = l.tx_gso_sends;
+  counters_->link_gso_frames = l.tx_gso_frames;
+  counters_->link_gro_receives = l.rx_gro_receives;
+  counters_->link_gro_frames = l.rx_gro_frames;
+  counters_->link_shm_tx_frames = l.shm_tx_frames;
+  counters_->link_shm_rx_frames = l.shm_rx_frames;
 }
 
 void Engine::complete(queue::CompletionQueue* cq, const Wc& wc, bool solicited) { cq->push(wc, solicited); }
@@ -259,6 +272,7 @@ uint64_t Engine::progress() {
     size_t n = link_->recv(rx_.data(), want);
     // The frames' bytes are the link's until the next recv(): each is handled completely here.
     for (size_t i = 0; i < n; ++i) receive(rx_[i]);
+    if (n > 0) publish_link_counters();
     budget -= static_cast<uint32_t>(n);
     if (n < want) break;
   }

@@ -121,6 +121,7 @@ class Engine {
   void run_timers(uint64_t now, uint64_t* next);
   void run_send(Qp& qp);
   void flush_errors(Qp& qp);
+  void publish_link_counters();
 
   std::mutex mu_;
   std::unique_ptr<link::Link> link_;
