@@ -120,7 +120,7 @@ void Engine::tx_end(TxSlot* s, const wire::Endpoint& dst, uint32_t header_len, u
 }
 
 void Engine::tx_flush() {
-  if (tx_count_ == 0) return;
+  const bool sent_any = tx_count_ != 0;
   size_t done = 0;
   while (done < tx_count_) {
     for (size_t i = done; i < tx_count_; ++i) tx_frames_[i] = tx_[i].frame;
@@ -134,7 +134,7 @@ void Engine::tx_flush() {
     done += n;
   }
   tx_count_ = 0;
-  publish_link_counters();
+  if (sent_any) publish_link_counters();
 }
 
 void Engine::publish_link_counters() {
