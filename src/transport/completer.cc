@@ -310,6 +310,16 @@ void completer_timeout(Engine& e, Qp& qp, uint64_t now) {
   restart_timer(e, qp);
 }
 
+void flush_head(Engine& e, Qp& qp) {
+  SendWqe& w = qp.sq.at(qp.sq.retired());
+  Wc wc{};
+  wc.wr_id = w.wr_id;
+  wc.status = w.failed ? w.status : WcStatus::kWrFlushErr;
+  wc.qp_num = qp.qpn;
+  qp.sq.retire();  // free the slot before the completion is visible
+  e.complete(qp.send_cq, wc, false);
+}
+
 void completer_retire(Engine& e, Qp& qp) {
   while (qp.sq.retired() < qp.sq.produced()) {
     SendWqe& w = qp.sq.at(qp.sq.retired());
@@ -340,16 +350,7 @@ void completer_retire(Engine& e, Qp& qp) {
   // SQE (FIG. 11 option 1): once the failed WQE is out, nothing behind it was started; those
   // WQEs, and whatever is posted meanwhile, complete as flushed.
   if (qp.state.load(std::memory_order_relaxed) != QpState::kSqe) return;
-  while (qp.sq.retired() < qp.sq.produced() && !qp.sq.at(qp.sq.retired()).started) {
-    SendWqe& w = qp.sq.at(qp.sq.retired());
-    Wc wc{};
-    wc.wr_id = w.wr_id;
-    wc.status = w.failed ? w.status : WcStatus::kWrFlushErr;
-    wc.opcode = wc_opcode(w.opcode);
-    wc.qp_num = qp.qpn;
-    qp.sq.retire();
-    e.complete(qp.send_cq, wc, false);
-  }
+  while (qp.sq.retired() < qp.sq.produced() && !qp.sq.at(qp.sq.retired()).started) flush_head(e, qp);
   if (qp.req.next < qp.sq.retired()) {
     qp.req.next = qp.sq.retired();
     qp.req.offset = 0;

@@ -170,15 +170,7 @@ void Engine::flush_errors(Qp& qp) {
   // IBA 10.3.1 (Error state): every outstanding and newly posted WR completes with "flushed",
   // signaled or not. The WQE that failed was completed with its own status by the completer.
   completer_retire(*this, qp);
-  while (qp.sq.retired() < qp.sq.produced()) {
-    SendWqe& w = qp.sq.at(qp.sq.retired());
-    Wc wc{};
-    wc.wr_id = w.wr_id;
-    wc.status = w.failed ? w.status : WcStatus::kWrFlushErr;
-    wc.qp_num = qp.qpn;
-    qp.sq.retire();  // free the slot before the completion is visible
-    complete(qp.send_cq, wc, false);
-  }
+  while (qp.sq.retired() < qp.sq.produced()) flush_head(*this, qp);
   qp.req.next = qp.sq.retired();
   qp.req.offset = 0;
   qp.req.inflight_rd_atomic = 0;

@@ -163,6 +163,8 @@ void responder_flush_ack(Engine& e, Qp& qp);                         // responde
 void completer_receive(Engine& e, Qp& qp, const wire::PacketView& p);  // completer.cc
 void completer_timeout(Engine& e, Qp& qp, uint64_t now);             // completer.cc
 void completer_retire(Engine& e, Qp& qp);                            // completer.cc
+// Retires the oldest send WQE with its own error, or "flushed" (completer.cc).
+void flush_head(Engine& e, Qp& qp);
 // Runs a bind, fast registration or local invalidation WQE (local_ops.cc).
 WcStatus execute_local_op(Engine& e, Qp& qp, uint64_t index, SendWqe& w);
 
