@@ -25,6 +25,10 @@ struct TxFrame {
   Endpoint dst;
   iovec parts[kMaxTxParts];
   uint8_t nparts = 0;
+  // The last 4 bytes (the ICRC) are not computed yet: the sender left them to a link that
+  // fills_icrc(), which computes them for paths that need one (fill_icrc) and leaves them out
+  // on paths that cannot corrupt a frame.
+  bool icrc_pending = false;
 
   size_t length() const {
     size_t n = 0;
@@ -43,7 +47,15 @@ struct RxFrame {
   bool truncated = false;  // the datagram did not fit the link's buffer: must be dropped
   Endpoint src;            // sender's address and UDP source port
   IpAddr dst;              // the local address it was sent to
+  // Came by a path that cannot corrupt it (shared memory) with no ICRC computed: the last 4
+  // bytes are zero and must not be checked. Says nothing about trust: an ICRC is no proof of
+  // origin either, every other check still applies.
+  bool icrc_absent = false;
 };
+
+// Computes the ICRC of a frame whose ICRC was left pending (TxFrame::icrc_pending), sent from
+// `src`, and stores it in the frame's last 4 bytes (the end of its last part).
+void fill_icrc(const TxFrame& f, const Endpoint& src);
 
 struct LinkCounters {
   uint64_t tx_frames = 0, tx_bytes = 0, tx_errors = 0;
@@ -86,6 +98,11 @@ class Link {
   // (ShmLink) arranges here to be woken through fd().
   virtual bool prepare_sleep() { return true; }
   virtual void after_wake() {}
+
+  // True when send() accepts frames with icrc_pending and computes their ICRC where the path
+  // needs one. A sender that finds it true may leave ICRCs to the link (the shared-memory
+  // path carries none: two CRC passes per byte are most of its cost).
+  virtual bool fills_icrc() const { return false; }
 
   virtual const LinkCounters& counters() const = 0;
   virtual std::string describe() const = 0;

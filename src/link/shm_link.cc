@@ -68,9 +68,10 @@ constexpr uint64_t align_up(uint64_t v) {
 struct RecordHeader {
   uint32_t len;  // frame bytes, or kSkip
   uint16_t port;
-  uint16_t pad;
+  uint16_t flags;  // kNoIcrc
   uint8_t ip[16];
 };
+constexpr uint16_t kNoIcrc = 1;  // the frame's last 4 bytes are zero, not an ICRC
 static_assert(sizeof(RecordHeader) == 24);
 constexpr uint32_t kRecHdr = 32;  // header space before the frame (keeps frames 32-aligned)
 
@@ -326,7 +327,7 @@ bool ShmLink::push(Peer& p, const TxFrame& f, size_t len) {
   h->len = uint32_t(len);
   const Endpoint me = udp_->local();
   h->port = me.port;
-  h->pad = 0;
+  h->flags = f.icrc_pending ? kNoIcrc : 0;
   std::memcpy(h->ip, me.ip.bytes.data(), 16);
   uint8_t* d = rec + kRecHdr;
   for (uint8_t i = 0; i < f.nparts; ++i) {
@@ -453,6 +454,7 @@ size_t ShmLink::drain_rings(RxFrame* frames, size_t n) {
       f.len = len;
       f.cap = len;
       f.truncated = false;
+      f.icrc_absent = (h->flags & kNoIcrc) != 0;
       std::memcpy(f.src.ip.bytes.data(), h->ip, 16);
       f.src.port = h->port;
       f.dst = me;

@@ -9,11 +9,13 @@
 // rings. A sender claims one ring per destination with a CAS of the ring's owner word from 0 (or from an
 // owner whose pid is dead) to (pid << 32 | link serial), and gives it back when the link closes.
 //
-// Frames. A ring record is a small header (frame length, the sender's endpoint) and the frame's
-// bytes: exactly the UDP payload the socket would have carried, BTH .. ICRC. The ICRC is kept
-// and is computed and checked as on the wire: the engine computes it (not the link), the
-// receiver's checks are unchanged, and it still catches a corrupt record; with the CPU's CRC
-// instructions it costs far less than the copy. RoCEv2 semantics do not change: every frame goes
+// Frames. A ring record is a small header (frame length, the sender's endpoint, flags) and the
+// frame's bytes: exactly the UDP payload the socket would have carried, BTH .. ICRC. Memory does
+// not corrupt frames, so the ICRC is left out (fills_icrc(): the engine leaves it to us; the
+// record says kNoIcrc, the receiver skips the check): two CRC passes per byte were most of this
+// path's cost. Frames that arrive with an ICRC keep it and are checked (under a fault injector,
+// which does not pass fills_icrc() on, the engine computes them, so corruption is still caught). Frames to UDP destinations get their ICRC in
+// UdpLink::send. RoCEv2 semantics do not change: every frame goes
 // through the receiver's engine as if it came from the socket, so keys are checked by the owner's
 // table; shared memory only replaces the socket. recv() is zero-copy: RxFrame::buf points into
 // the ring and the ring space is released on the next recv() call (link.h contract).
@@ -78,6 +80,7 @@ class ShmLink final : public Link {
   uint64_t service(uint64_t now_ns) override { return udp_->service(now_ns); }
   bool prepare_sleep() override;
   void after_wake() override;
+  bool fills_icrc() const override { return true; }
   const LinkCounters& counters() const override;
   std::string describe() const override;
 

@@ -293,6 +293,8 @@ size_t UdpLink::build_tx(const TxFrame* frames, size_t begin, size_t n, size_t n
 }
 
 size_t UdpLink::send(const TxFrame* frames, size_t n) {
+  for (size_t i = 0; i < n; ++i)  // left to a link above us that found this path needs one
+    if (frames[i].icrc_pending) fill_icrc(frames[i], local_);
   size_t done = 0;
   size_t nogso_until = 0;      // frames before this go one per message (a GSO message of them failed)
   size_t probe_at = SIZE_MAX;  // ... the first of them, whose fate decides whether GSO is at fault
@@ -395,6 +397,7 @@ size_t UdpLink::take_pending(RxFrame* frames, size_t n, uint64_t* used) {
     f.len = len;
     f.src = d.src;
     f.dst = d.dst;
+    f.icrc_absent = false;
     *used |= uint64_t{1} << d.slot;
     if (d.off + len <= d.avail) {
       f.cap = len;

@@ -29,6 +29,7 @@ Engine::Engine(std::unique_ptr<link::Link> link, const EngineConfig& cfg, StatsA
   std::minstd_rand rng{std::random_device{}()};
   qpn_base_ = kFirstQpn + static_cast<uint32_t>(rng() % 0x400000);
   qp_table_.assign(cfg_.max_qp, nullptr);
+  link_fills_icrc_ = link_->fills_icrc();
   qp_window_ = cfg_.window_packets;
   bounce_ = std::make_unique<uint8_t[]>(kTxBatch * 4096);
   for (size_t i = 0; i < kTxBatch; ++i) tx_[i].bounce = &bounce_[i * 4096];
@@ -105,10 +106,14 @@ void Engine::tx_end(TxSlot* s, const wire::Endpoint& dst, uint32_t header_len, u
   f.parts[0] = {s->hdr, header_len};
   std::fill_n(s->trailer, pad, 0);
   if (pad) f.parts[f.nparts++] = {s->trailer, pad};
-  wire::IcrcContext ctx{local_.ip, dst.ip, local_.port, dst.port};
-  uint32_t icrc = wire::icrc_compute(ctx, f.parts, f.nparts, 0);
   uint8_t* crc_at = s->trailer + pad;
-  wire::icrc_store(crc_at, icrc);
+  f.icrc_pending = link_fills_icrc_;
+  if (link_fills_icrc_) {
+    wire::icrc_store(crc_at, 0);  // the link computes it if the path needs one
+  } else {
+    wire::IcrcContext ctx{local_.ip, dst.ip, local_.port, dst.port};
+    wire::icrc_store(crc_at, wire::icrc_compute(ctx, f.parts, f.nparts, 0));
+  }
   if (pad) {
     f.parts[f.nparts - 1].iov_len = pad + wire::kIcrcSize;
   } else {

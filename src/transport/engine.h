@@ -126,6 +126,7 @@ class Engine {
   std::mutex mu_;
   std::unique_ptr<link::Link> link_;
   EngineConfig cfg_;
+  bool link_fills_icrc_ = false;  // leave ICRCs to the link (Link::fills_icrc)
   wire::Endpoint local_;
   mem::MrTable mrs_;
   mem::FaultWorker faults_;

@@ -44,11 +44,13 @@ void Engine::receive(link::RxFrame& f) {
     counters_->drop_parse++;
     return;
   }
-  wire::IcrcContext ctx{f.src.ip, f.dst, f.src.port, local_.port};
-  switch (wire::icrc_verify(ctx, f.buf, f.len, cfg_.infer_ipv4_id)) {
-    case wire::IcrcResult::kGood: break;
-    case wire::IcrcResult::kGoodInferredId: counters_->icrc_inferred_id++; break;
-    case wire::IcrcResult::kBad: counters_->drop_icrc++; return;
+  if (!f.icrc_absent) {
+    wire::IcrcContext ctx{f.src.ip, f.dst, f.src.port, local_.port};
+    switch (wire::icrc_verify(ctx, f.buf, f.len, cfg_.infer_ipv4_id)) {
+      case wire::IcrcResult::kGood: break;
+      case wire::IcrcResult::kGoodInferredId: counters_->icrc_inferred_id++; break;
+      case wire::IcrcResult::kBad: counters_->drop_icrc++; return;
+    }
   }
   if (p.info->transport == wire::Transport::kCnp) {
     counters_->cnp_received++;

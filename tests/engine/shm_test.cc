@@ -7,29 +7,34 @@
 #include <thread>
 
 #include "common/pair.h"
+#include "link/fault_link.h"
 #include "link/shm_link.h"
 
 namespace softrdma::test {
 namespace {
 
 // A device over an explicit ShmLink, so the test can read the link's counters.
-std::unique_ptr<Device> open_shm_device(link::ShmLink** out, bool progress_thread = true) {
+// With `fault`, a fault injector sits above the shared-memory link, as SOFTRDMA_FAULT puts it.
+std::unique_ptr<Device> open_shm_device(link::ShmLink** out, bool progress_thread = true,
+                                        const link::FaultConfig* fault = nullptr) {
   std::string err;
   auto udp = link::UdpLink::open_auto_loopback(wire::kRoceV2Port, &err);
   EXPECT_TRUE(udp) << err;
   if (!udp) return nullptr;
   auto shm = std::make_unique<link::ShmLink>(std::move(udp));
   *out = shm.get();
+  std::unique_ptr<link::Link> l = std::move(shm);
+  if (fault != nullptr) l = std::make_unique<link::FaultLink>(std::move(l), *fault);
   DeviceConfig cfg;
   cfg.mtu = 4096;
   cfg.progress_thread = progress_thread;
-  auto dev = Device::open_with_link(cfg, std::move(shm), &err);
+  auto dev = Device::open_with_link(cfg, std::move(l), &err);
   EXPECT_TRUE(dev) << err;
   return dev;
 }
 
-void setup_shm_side(Side& s, const PairOptions& o, link::ShmLink** l) {
-  s.dev = open_shm_device(l, o.progress_thread);
+void setup_shm_side(Side& s, const PairOptions& o, link::ShmLink** l, const link::FaultConfig* fault) {
+  s.dev = open_shm_device(l, o.progress_thread, fault);
   ASSERT_TRUE(s.dev);
   ASSERT_TRUE(make_objects(s, o));
 }
@@ -42,10 +47,10 @@ uint64_t retransmits(Device& d) {
 
 class ShmPairTest : public PairTest {
  protected:
-  void make_shm(const PairOptions& o = {}) {
+  void make_shm(const PairOptions& o = {}, const link::FaultConfig* fault = nullptr) {
     opt = o;
-    setup_shm_side(a, o, &la);
-    setup_shm_side(b, o, &lb);
+    setup_shm_side(a, o, &la, fault);
+    setup_shm_side(b, o, &lb, fault);
     connect(a, b, o);
     connect(b, a, o);
   }
@@ -108,6 +113,33 @@ TEST_F(ShmPairTest, RcTrafficGoesThroughSharedMemoryIntact) {
   EXPECT_EQ(la->udp().counters().tx_frames, la->shm_counters().tx_doorbells);
   EXPECT_EQ(lb->udp().counters().tx_frames, lb->shm_counters().tx_doorbells);
   EXPECT_EQ(a.dev->counters().drop_icrc + b.dev->counters().drop_icrc, 0u);
+}
+
+// Frames through shared memory carry no ICRC (nothing there corrupts them). Under a fault
+// injector the engine computes ICRCs again, so corrupted frames are still caught and dropped.
+TEST_F(ShmPairTest, CorruptionInjectedAboveSharedMemoryIsCaught) {
+  PairOptions o;
+  o.mtu = 4096;
+  o.buf_size = 2 << 20;
+  link::FaultConfig fault;
+  fault.seed = 11;
+  fault.corrupt = 0.03;
+  make_shm(o, &fault);
+  const uint32_t kLen = 1 << 20;
+  fill(a.buf, 0, kLen, 9);
+  SendWr wr;
+  wr.wr_id = 1;
+  wr.opcode = WrOpcode::kRdmaWrite;
+  wr.flags = kSignaled;
+  wr.rdma.remote_addr = b.addr(0);
+  wr.rdma.rkey = b.mr->rkey;
+  ASSERT_EQ(0, post(a, wr, a.sge(0, kLen)));
+  auto wc = wait_for(a, 1);
+  ASSERT_EQ(wc.size(), 1u);
+  ASSERT_EQ(wc[0].status, WcStatus::kSuccess) << name(wc[0].status);
+  EXPECT_EQ(0, std::memcmp(a.buf.data(), b.buf.data(), kLen));
+  EXPECT_GT(la->shm_counters().tx_frames, 256u);
+  EXPECT_GT(b.dev->counters().drop_icrc, 0u);
 }
 
 TEST_F(ShmPairTest, BadRkeyStillGetsRemoteAccessError) {

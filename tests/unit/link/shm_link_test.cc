@@ -9,6 +9,7 @@
 
 #include "link/shm_link.h"
 #include "link_test_util.h"
+#include "wire/icrc.h"
 
 namespace softrdma::link {
 namespace {
@@ -224,6 +225,50 @@ TEST(ShmLink, AnotherUserFallsBackToUdp) {
   EXPECT_TRUE(WIFEXITED(status));
   EXPECT_EQ(WEXITSTATUS(status), 0);
   for (int fd : {to_child[0], to_child[1], to_parent[0], to_parent[1]}) close(fd);
+}
+
+// A frame whose ICRC the sender left to the link (icrc_pending): through shared memory it
+// travels without one and is marked icrc_absent; to a UDP destination the link computes it.
+// A frame that already has its ICRC is carried as it is and checked as usual.
+TEST(ShmLink, IcrcIsLeftOutOnSharedMemoryAndFilledForUdp) {
+  auto a = open_shm(), b = open_shm();
+  std::string err;
+  auto u = UdpLink::open(ep("127.0.0.1", 0), &err);
+  ASSERT_TRUE(a && b && u) << err;
+  EXPECT_TRUE(a->fills_icrc());
+  auto f = frame_bytes(3, 500);  // its last 4 bytes stand for the ICRC
+  std::fill(f.end() - 4, f.end(), uint8_t{0});
+  auto arrive = [](Link& to) {
+    RxFrame rx[4];
+    const uint64_t deadline = mono_ns() + 5'000'000'000ull;
+    size_t n = 0;
+    while (n == 0 && mono_ns() < deadline) n = to.recv(rx, 4);
+    EXPECT_EQ(n, 1u);
+    return rx[0];
+  };
+
+  TxFrame t = make_tx(b->local(), f, 2);
+  t.icrc_pending = true;
+  ASSERT_EQ(1u, a->send(&t, 1));
+  RxFrame r = arrive(*b);
+  EXPECT_TRUE(r.icrc_absent);
+  ASSERT_EQ(r.len, f.size());
+  EXPECT_EQ(0, std::memcmp(r.buf, f.data(), f.size()));  // ICRC bytes left zero
+
+  std::vector<uint8_t> g = f;  // the same bytes to a UDP-only destination
+  TxFrame tu = make_tx(u->local(), g, 2);
+  tu.icrc_pending = true;
+  ASSERT_EQ(1u, a->send(&tu, 1));
+  r = arrive(*u);
+  EXPECT_FALSE(r.icrc_absent);
+  wire::IcrcContext ctx{r.src.ip, r.dst, r.src.port, u->local().port};
+  EXPECT_EQ(wire::icrc_verify(ctx, r.buf, r.len, false), wire::IcrcResult::kGood);
+  EXPECT_EQ(0, std::memcmp(r.buf, f.data(), f.size() - 4));
+
+  TxFrame plain = make_tx(b->local(), f, 1);  // ICRC already there (zero here): kept, not absent
+  ASSERT_EQ(1u, a->send(&plain, 1));
+  r = arrive(*b);
+  EXPECT_FALSE(r.icrc_absent);
 }
 
 }  // namespace
