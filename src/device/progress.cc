@@ -135,7 +135,7 @@ void Device::try_progress() {
   auto& mu = engine_->mutex();
   if (!mu.try_lock()) return;
   pending_.store(false, std::memory_order_seq_cst);
-  engine_->progress();
+  engine_->progress(/*hold_acks=*/true);  // the application polls: it may reply at once
   after_progress();
   wake_if_needed();
   mu.unlock();

@@ -29,6 +29,7 @@ Engine::Engine(std::unique_ptr<link::Link> link, const EngineConfig& cfg, StatsA
   std::minstd_rand rng{std::random_device{}()};
   qpn_base_ = kFirstQpn + static_cast<uint32_t>(rng() % 0x400000);
   qp_table_.assign(cfg_.max_qp, nullptr);
+  held_acks_.reserve(kMaxHeldAcks);
   link_fills_icrc_ = link_->fills_icrc();
   qp_window_ = cfg_.window_packets;
   bounce_ = std::make_unique<uint8_t[]>(kTxBatch * 4096);
@@ -79,6 +80,11 @@ void Engine::remove_qp(Qp* qp) {
     qp->stats = &qp->own_stats;
     qp->slot->qpn = 0;
     qp->slot = nullptr;
+  }
+  if (qp->resp.ack_held) {  // its last ACK still goes out: the peer would retransmit otherwise
+    held_acks_.erase(std::remove(held_acks_.begin(), held_acks_.end(), qp), held_acks_.end());
+    send_held_ack(*qp);
+    tx_flush();
   }
   qps_.erase(std::remove(qps_.begin(), qps_.end(), qp), qps_.end());
   active_.erase(std::remove(active_.begin(), active_.end(), qp), active_.end());
@@ -215,7 +221,19 @@ void Engine::run_send(Qp& qp) {
     return;
   }
   if (qp.resp.serving) responder_run(*this, qp);
-  if (qp.resp.ack_pending) responder_flush_ack(*this, qp);
+  if (qp.resp.ack_pending && !qp.resp.ack_held) {
+    if (hold_acks_ && qp.resp.reply_likely && held_acks_.size() < kMaxHeldAcks) {
+      qp.resp.ack_held = true;
+      held_acks_.push_back(&qp);
+      if (ack_hold_deadline_ == 0) {
+        ack_hold_deadline_ = now_ns() + kAckHoldNs;
+        if (earliest_timer_ == 0 || ack_hold_deadline_ < earliest_timer_) earliest_timer_ = ack_hold_deadline_;
+      }
+    } else {
+      responder_flush_ack(*this, qp);
+    }
+  }
+  qp.resp.reply_likely = false;
   if (qp.req.next < qp.sq.produced()) requester_run(*this, qp);
   if (qp.state.load(std::memory_order_relaxed) == QpState::kSqe) completer_retire(*this, qp);  // drains
   if (qp.responder_error) {
@@ -231,7 +249,22 @@ void Engine::kick(Qp* qp) {
   qp->doorbell.store(false, std::memory_order_relaxed);
   run_send(*qp);
   if (qp->has_send_work() || qp->error_pending) activate(*qp);
+  release_held_acks();  // after the reply: a shorter last frame joins its GSO group
   tx_flush();
+}
+
+void Engine::send_held_ack(Qp& qp) {
+  if (!qp.resp.ack_held) return;
+  qp.resp.ack_held = false;
+  QpState s = qp.state.load(std::memory_order_relaxed);
+  if (s == QpState::kRtr || s == QpState::kRts || s == QpState::kSqd || s == QpState::kSqe)
+    responder_flush_ack(*this, qp);
+}
+
+void Engine::release_held_acks() {
+  for (Qp* qp : held_acks_) send_held_ack(*qp);
+  held_acks_.clear();
+  ack_hold_deadline_ = 0;
 }
 
 void Engine::run_timers(uint64_t now, uint64_t* next) {
@@ -262,7 +295,9 @@ void Engine::run_timers(uint64_t now, uint64_t* next) {
   earliest_timer_ = *next;
 }
 
-uint64_t Engine::progress() {
+uint64_t Engine::progress(bool hold_acks) {
+  release_held_acks();  // the application came back without replying on their QPs
+  hold_acks_ = hold_acks;
   uint32_t budget = cfg_.rx_budget;
   while (budget > 0) {
     size_t want = std::min<size_t>(rx_.size(), budget);
@@ -288,8 +323,11 @@ uint64_t Engine::progress() {
     if (qp->has_send_work() || qp->error_pending) activate(*qp);
   }
   active_scratch_.clear();
+  hold_acks_ = false;
   uint64_t next = 0;
   run_timers(now_ns(), &next);
+  if (ack_hold_deadline_ != 0 && (next == 0 || ack_hold_deadline_ < next)) next = ack_hold_deadline_;
+  earliest_timer_ = next;
   tx_flush();
   return next;
 }

@@ -74,7 +74,11 @@ class Engine {
   uint32_t qp_window() const { return qp_window_; }
 
   // One pass of progress (lock held). Returns the absolute time of the next timer, 0 = none.
-  uint64_t progress();
+  // hold_acks: the application's own poll drives this pass and may answer what it completes at
+  // once. The ACK of a QP whose receive completed is then held until the next entry (a post on
+  // any QP, or the next pass), so it leaves in one GSO send with the reply instead of as a
+  // datagram of its own; kAckHoldNs bounds the wait if the application goes quiet.
+  uint64_t progress(bool hold_acks = false);
   // Progress after a post: runs the requester of qp only, then flushes (lock held).
   void kick(Qp* qp);
 
@@ -135,6 +139,14 @@ class Engine {
   QpStatsSlot* qp_slots_;
 
   uint64_t earliest_timer_ = 0;
+  // ACKs held for the application's reply (progress(hold_acks)); sent at the next entry.
+  static constexpr size_t kMaxHeldAcks = 256;
+  static constexpr uint64_t kAckHoldNs = 200'000;  // = the device's "application is polling" window
+  bool hold_acks_ = false;
+  std::vector<Qp*> held_acks_;
+  uint64_t ack_hold_deadline_ = 0;
+  void release_held_acks();
+  void send_held_ack(Qp& qp);
   uint32_t rc_qps_ = 0;
   uint32_t qp_window_ = 0;
   uint32_t qpn_base_;

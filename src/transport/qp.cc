@@ -118,7 +118,7 @@ Qp::Qp(uint32_t qpn_, QpType type_, uint32_t pd_, const QpCaps& cap_, queue::Com
 }
 
 bool Qp::has_send_work() const {
-  return req.next < sq.produced() || resp.serving || resp.ack_pending;
+  return req.next < sq.produced() || resp.serving || (resp.ack_pending && !resp.ack_held);
 }
 
 }  // namespace softrdma::transport

@@ -231,6 +231,10 @@ class Qp {
     uint32_t msn = 0;        // message sequence number of the last completed request
     bool nak_sent = false;   // a NAK for epsn is out; stay quiet until epsn moves
     bool ack_pending = false;
+    // The coalesced ACK waits for the application's reply to leave with it (Engine::progress
+    // with hold_acks): set while the QP is on the engine's held list.
+    bool ack_held = false;
+    bool reply_likely = false;  // this pass completed a receive: the application may answer now
     uint8_t ack_syndrome = 0;
     uint32_t ack_psn = 0;
     // SEND in progress: the receive WQE it lands in, copied out of the (shared) receive queue

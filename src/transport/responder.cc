@@ -82,6 +82,7 @@ bool take_recv(Qp& qp) {
 void complete_recv(Engine& e, Qp& qp, Wc wc, bool solicited) {
   wc.wr_id = qp.resp.recv_wr_id;
   wc.qp_num = qp.qpn;
+  qp.resp.reply_likely = true;
   if (qp.type != QpType::kUd) wc.src_qp = qp.attr.dest_qpn;
   e.complete(qp.recv_cq, wc, solicited);
 }
