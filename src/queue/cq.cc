@@ -26,7 +26,12 @@ bool CompletionQueue::push(const Wc& wc, bool solicited) {
   s.wc = wc;
   s.seq.store(tail_ + 1, std::memory_order_release);
   ++tail_;
-  uint8_t armed = armed_.load(std::memory_order_acquire);
+  // Dekker pair with arm() + poll(): the completion must be visible before armed_ is read, and
+  // the consumer's armed_ store before its poll reads the ring; otherwise (x86 lets a load pass an
+  // earlier store) both can miss: no event, and the consumer sleeps in ibv_get_cq_event on a CQ
+  // holding a completion.
+  std::atomic_thread_fence(std::memory_order_seq_cst);
+  uint8_t armed = armed_.load(std::memory_order_relaxed);
   // A failed completion always notifies, like hardware: the consumer must learn of errors.
   if (armed != 0 && (armed == 1 || solicited || wc.status != WcStatus::kSuccess)) {
     if (armed_.exchange(0, std::memory_order_acq_rel) != 0 && channel_ != nullptr) channel_->notify(this);
@@ -59,6 +64,7 @@ bool CompletionQueue::empty() const {
 
 void CompletionQueue::arm(bool solicited_only) {
   armed_.store(solicited_only ? 2 : 1, std::memory_order_release);
+  std::atomic_thread_fence(std::memory_order_seq_cst);  // before the caller's poll (see push)
 }
 
 CompletionChannel::CompletionChannel() { fd_ = eventfd(0, EFD_CLOEXEC | EFD_SEMAPHORE); }
