@@ -2,6 +2,8 @@
 //
 //   BM_Crc32/N           wire::crc32_update (carry-less multiply folding where the CPU has it)
 //   BM_Crc32Table/N      wire::crc32_update_table, the portable slice-by-8 path
+//   BM_Crc32Path_<p>/N   wire::crc32_update_path: one path (pclmul, vpclmul256, vpclmul512)
+//                        for every length, whatever crc32_update would pick
 //   BM_IcrcCompute/N     wire::icrc_compute over a header part and an N-byte payload part
 //   BM_IcrcVerify/N      wire::icrc_verify of a received frame (good ICRC: the common case)
 #include <benchmark/benchmark.h>
@@ -40,8 +42,45 @@ void BM_Crc(benchmark::State& state) {
   }
   state.SetBytesProcessed(static_cast<int64_t>(state.iterations()) * state.range(0));
 }
-BENCHMARK(BM_Crc<wire::crc32_update>)->Name("BM_Crc32")->Arg(64)->Arg(256)->Arg(1024)->Arg(4096);
-BENCHMARK(BM_Crc<wire::crc32_update_table>)->Name("BM_Crc32Table")->Arg(64)->Arg(256)->Arg(1024)->Arg(4096);
+BENCHMARK(BM_Crc<wire::crc32_update>)->Name("BM_Crc32")->Arg(64)->Arg(256)->Arg(1024)->Arg(4096)->Arg(65536);
+BENCHMARK(BM_Crc<wire::crc32_update_table>)
+    ->Name("BM_Crc32Table")
+    ->Arg(64)
+    ->Arg(256)
+    ->Arg(1024)
+    ->Arg(4096)
+    ->Arg(65536);
+
+template <wire::Crc32Path Path>
+void BM_CrcPath(benchmark::State& state) {
+  if (!wire::crc32_path_available(Path)) {
+    state.SkipWithError("this CPU lacks the instructions for the path");
+    return;
+  }
+  auto buf = random_bytes(static_cast<size_t>(state.range(0)));
+  uint32_t crc = 0xffffffff;
+  for (auto _ : state) {
+    crc = wire::crc32_update_path(Path, crc, buf.data(), buf.size());
+    benchmark::DoNotOptimize(crc);
+  }
+  state.SetBytesProcessed(static_cast<int64_t>(state.iterations()) * state.range(0));
+}
+// The sizes around the dispatch thresholds too, to place them.
+#define SOFTRDMA_CRC_PATH_BENCH(path, label)   \
+  BENCHMARK(BM_CrcPath<wire::Crc32Path::path>) \
+      ->Name("BM_Crc32Path_" label)            \
+      ->Arg(64)                                \
+      ->Arg(128)                               \
+      ->Arg(192)                               \
+      ->Arg(256)                               \
+      ->Arg(512)                               \
+      ->Arg(1024)                              \
+      ->Arg(4096)                              \
+      ->Arg(65536)
+SOFTRDMA_CRC_PATH_BENCH(kClmul, "pclmul");
+SOFTRDMA_CRC_PATH_BENCH(kVpclmul256, "vpclmul256");
+SOFTRDMA_CRC_PATH_BENCH(kVpclmul512, "vpclmul512");
+#undef SOFTRDMA_CRC_PATH_BENCH
 
 // A RoCEv2 RDMA WRITE Only frame: BTH + RETH header part, payload part (as the requester
 // gathers it from registered memory), pad + ICRC trailer.

@@ -25,6 +25,19 @@ uint32_t crc32_update(uint32_t crc, const void* data, size_t len);
 // The portable slice-by-8 table path alone (for tests and benchmarks).
 uint32_t crc32_update_table(uint32_t crc, const void* data, size_t len);
 
+// The ways to compute the CRC-32; crc32_update picks the fastest the CPU has (at startup).
+enum class Crc32Path : uint8_t {
+  kTable,       // slice-by-8, any CPU
+  kClmul,       // PCLMULQDQ folding 128-bit lanes
+  kVpclmul256,  // VPCLMULQDQ on 256-bit vectors (AVX2)
+  kVpclmul512,  // VPCLMULQDQ on 512-bit vectors (AVX-512F/VL)
+};
+bool crc32_path_available(Crc32Path path);
+// crc32_update through one path, for any length (the table does what the path cannot fold):
+// for tests and benchmarks. A path the CPU lacks falls back to the table.
+uint32_t crc32_update_path(Crc32Path path, uint32_t crc, const void* data, size_t len);
+std::string_view name(Crc32Path path);
+
 // The addressing a packet travelled with; addresses are IPv4-mapped for IPv4.
 struct IcrcContext {
   IpAddr src;
