@@ -42,9 +42,8 @@ struct DeviceConfig {
   bool progress_thread = true;  // background thread sleeping in ppoll for packets and timers
   bool busy_poll = false;       // the background thread spins instead of sleeping
   // Same-host link: frames to devices of this user on this machine go through shared memory
-  // (link/shm_link.h), the rest over UDP. SOFTRDMA_SHM=0/1 overrides. Off by default until a
-  // hang seen once in CI (ibv_rc_pingpong -e, 64 KiB, both sides waiting) is understood.
-  bool shm = false;
+  // (link/shm_link.h), the rest over UDP. SOFTRDMA_SHM=0/1 overrides.
+  bool shm = true;
   transport::EngineConfig engine;
 
   // Reads SOFTRDMA_ADDR, SOFTRDMA_PORT, SOFTRDMA_MTU, SOFTRDMA_FAULT, SOFTRDMA_BUSY_POLL, SOFTRDMA_SHM.

@@ -40,6 +40,7 @@ struct PairOptions {
   std::optional<link::FaultConfig> fault_a, fault_b;
   bool progress_thread = true;
   bool infer_ipv4_id = true;
+  bool shm = DeviceConfig{}.shm;  // the same-host link (on by default, as for applications)
 };
 
 inline std::unique_ptr<Device> open_device(const PairOptions& o, const std::optional<link::FaultConfig>& f) {
@@ -48,6 +49,7 @@ inline std::unique_ptr<Device> open_device(const PairOptions& o, const std::opti
   cfg.fault = f;
   cfg.progress_thread = o.progress_thread;
   cfg.engine.infer_ipv4_id = o.infer_ipv4_id;
+  cfg.shm = o.shm;
   std::string err;
   auto dev = Device::open(cfg, &err);
   EXPECT_TRUE(dev) << err;

@@ -17,6 +17,7 @@ class AckHoldTest : public PairTest {
     PairOptions o;
     o.progress_thread = threads;
     o.timeout = 14;  // ~67 ms: a late ACK on a loaded machine must not look like a lost one
+    o.shm = false;   // GSO is what the ACK rides in
     make(o);
     post_recv(b, 1, 0, 64);
     post_recv(a, 2, 0, 64);
