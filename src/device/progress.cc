@@ -16,6 +16,10 @@ namespace {
 // While the application polled within this window, the background thread leaves the socket to
 // the application's thread instead of waking for every packet (a wake-up costs 20-25 us).
 constexpr uint64_t kAppActiveNs = 200'000;
+// While the application keeps polling, the thread looks again after twice as long each time, up
+// to this: each look is a wake-up that can preempt the application's thread on a busy machine.
+// The price is a later takeover (at most this long) when the application stops polling.
+constexpr uint64_t kAppActiveMaxNs = 1'600'000;
 // How long the background thread keeps polling after the last packet it received.
 constexpr uint64_t kLingerNs = 50'000;
 
@@ -26,6 +30,7 @@ constexpr uint64_t kLingerNs = 50'000;
 void Device::thread_main() {
   auto& mu = engine_->mutex();
   uint64_t linger_until = 0;
+  uint64_t app_window = kAppActiveNs;
   auto sleep_until = [&](uint64_t until, bool on_link) {
     pollfd fds[2] = {{wake_fd_, POLLIN, 0}, {engine_->link().fd(), POLLIN, 0}};
     uint64_t now = transport::now_ns();
@@ -59,11 +64,13 @@ void Device::thread_main() {
     if (!cfg_.busy_poll && now - last_poll < kAppActiveNs && !pending_.load()) {
       // The application is polling and makes progress (timers included) on its own thread:
       // stay off the lock and the socket until it stops, instead of competing with it.
-      uint64_t until = last_poll + kAppActiveNs;
+      uint64_t until = last_poll + app_window;
+      app_window = std::min(app_window * 2, kAppActiveMaxNs);
       thread_wakes_at_.store(until, std::memory_order_seq_cst);
       sleep_until(until, false);
       continue;
     }
+    app_window = kAppActiveNs;
     uint64_t next;
     bool received;
     {

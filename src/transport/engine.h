@@ -141,7 +141,10 @@ class Engine {
   uint64_t earliest_timer_ = 0;
   // ACKs held for the application's reply (progress(hold_acks)); sent at the next entry.
   static constexpr size_t kMaxHeldAcks = 256;
-  static constexpr uint64_t kAckHoldNs = 200'000;  // = the device's "application is polling" window
+  // A bound for an application that stops entering: longer than the device thread's longest
+  // look-again interval while the application polls (1.6 ms), so arming it never wakes that
+  // thread; the thread's next pass sends the ACK anyway.
+  static constexpr uint64_t kAckHoldNs = 2'000'000;
   bool hold_acks_ = false;
   std::vector<Qp*> held_acks_;
   uint64_t ack_hold_deadline_ = 0;
