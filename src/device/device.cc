@@ -207,10 +207,10 @@ int Device::destroy_cq(Cq* cq) {
 }
 
 int Device::poll_cq(Cq* cq, Wc* out, int n) {
+  note_app_call();
   int got = cq->poll(out, n);
   if (got > 0) return got;
-  last_app_poll_.store(transport::now_ns(), std::memory_order_relaxed);
-  try_progress();
+  try_progress();  // stamps last_app_poll_
   return cq->poll(out, n);
 }
 

@@ -278,7 +278,7 @@ class Device {
  private:
   explicit Device(const DeviceConfig& cfg);
   void thread_main();
-  void try_progress();
+  void try_progress();  // the application polled an empty CQ: a pass if the lock is free
   void kick(transport::Qp* qp);
   void after_unlock();
   void wake_if_needed();
@@ -318,7 +318,12 @@ class Device {
   std::atomic<bool> pending_{false};
   std::atomic<bool> stop_{false};
   std::atomic<uint64_t> thread_wakes_at_{0};  // 0 = sleeping without a deadline
-  std::atomic<uint64_t> last_app_poll_{0};
+  std::atomic<uint64_t> last_app_poll_{0};  // when the application last polled an empty CQ
+  // Counts the application's polls and posts (no clock read: a poll that finds completions is
+  // too frequent for one). The background thread, sleeping because the application polls, stays
+  // asleep while this moves: a bandwidth loop whose polls always find completions still polls.
+  std::atomic<uint64_t> app_calls_{0};
+  void note_app_call() { app_calls_.store(app_calls_.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed); }
   int wake_fd_ = -1;
   std::thread thread_;
 };

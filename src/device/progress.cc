@@ -31,6 +31,8 @@ void Device::thread_main() {
   auto& mu = engine_->mutex();
   uint64_t linger_until = 0;
   uint64_t app_window = kAppActiveNs;
+  bool app_sleep = false;      // the last sleep was for an application that polls
+  uint64_t calls_at_sleep = 0;  // app_calls_ when it began
   auto sleep_until = [&](uint64_t until, bool on_link) {
     pollfd fds[2] = {{wake_fd_, POLLIN, 0}, {engine_->link().fd(), POLLIN, 0}};
     uint64_t now = transport::now_ns();
@@ -61,16 +63,22 @@ void Device::thread_main() {
   while (!stop_.load(std::memory_order_acquire)) {
     uint64_t now = transport::now_ns();
     uint64_t last_poll = last_app_poll_.load(std::memory_order_relaxed);
-    if (!cfg_.busy_poll && now - last_poll < kAppActiveNs && !pending_.load()) {
+    const uint64_t calls = app_calls_.load(std::memory_order_relaxed);
+    // Polled an empty CQ lately, or (while we sleep for it) went on polling or posting at all.
+    const bool app_active = now - last_poll < kAppActiveNs || (app_sleep && calls != calls_at_sleep);
+    if (!cfg_.busy_poll && app_active && !pending_.load()) {
       // The application is polling and makes progress (timers included) on its own thread:
       // stay off the lock and the socket until it stops, instead of competing with it.
-      uint64_t until = last_poll + app_window;
+      app_sleep = true;
+      calls_at_sleep = calls;
+      uint64_t until = std::max(last_poll, now) + app_window;
       app_window = std::min(app_window * 2, kAppActiveMaxNs);
       thread_wakes_at_.store(until, std::memory_order_seq_cst);
       sleep_until(until, false);
       continue;
     }
     app_window = kAppActiveNs;
+    app_sleep = false;
     uint64_t next;
     bool received;
     {
@@ -140,9 +148,13 @@ void Device::kick(transport::Qp* qp) {
 
 void Device::try_progress() {
   auto& mu = engine_->mutex();
-  if (!mu.try_lock()) return;
+  if (!mu.try_lock()) {
+    last_app_poll_.store(transport::now_ns(), std::memory_order_relaxed);
+    return;
+  }
   pending_.store(false, std::memory_order_seq_cst);
   engine_->progress(/*hold_acks=*/true);  // the application polls: it may reply at once
+  last_app_poll_.store(engine_->pass_time(), std::memory_order_relaxed);  // no second clock read
   after_progress();
   wake_if_needed();
   mu.unlock();
@@ -221,6 +233,7 @@ int Device::post_one_send(QueuePair* qpair, const SendWr& wr) {
 }
 
 int Device::post_send(QueuePair* qpair, const SendWr* wrs, size_t n, size_t* bad) {
+  note_app_call();
   transport::Qp& qp = *qpair->qp;
   QpState s = qp.state.load(std::memory_order_acquire);
   if (s == QpState::kReset || s == QpState::kInit || s == QpState::kRtr) {
@@ -243,6 +256,7 @@ int Device::post_send(QueuePair* qpair, const SendWr* wrs, size_t n, size_t* bad
 }
 
 int Device::post_recv(QueuePair* qpair, const RecvWr* wrs, size_t n, size_t* bad) {
+  note_app_call();
   transport::Qp& qp = *qpair->qp;
   if (qp.srq != nullptr || qp.state.load() == QpState::kReset) {
     if (bad) *bad = 0;

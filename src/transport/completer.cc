@@ -34,7 +34,7 @@ WcOpcode wc_opcode(WrOpcode o) {
 void restart_timer(Engine& e, Qp& qp) {
   uint64_t t = ack_timeout_ns(qp.attr.timeout);
   bool outstanding = qp.comp.una_psn != qp.req.fresh_psn || qp.sq.retired() < qp.req.next;
-  qp.comp.retry_deadline = (outstanding && t != 0) ? now_ns() + t : 0;
+  qp.comp.retry_deadline = (outstanding && t != 0) ? e.now() + t : 0;
   e.note_timer(qp, qp.comp.retry_deadline);
 }
 
@@ -254,7 +254,7 @@ void completer_receive(Engine& e, Qp& qp, const wire::PacketView& p) {
         }
         rewind(qp, p.psn);
         qp.req.rnr_wait = true;
-        qp.req.rnr_deadline = now_ns() + uint64_t{kRnrTimerUs[value]} * 1000;
+        qp.req.rnr_deadline = e.now() + uint64_t{kRnrTimerUs[value]} * 1000;
         e.note_timer(qp, qp.req.rnr_deadline);
         qp.comp.retry_deadline = 0;  // waiting out an RNR is not a transport timeout
         break;

@@ -226,7 +226,7 @@ void Engine::run_send(Qp& qp) {
       qp.resp.ack_held = true;
       held_acks_.push_back(&qp);
       if (ack_hold_deadline_ == 0) {
-        ack_hold_deadline_ = now_ns() + kAckHoldNs;
+        ack_hold_deadline_ = pass_now_ + kAckHoldNs;
         if (earliest_timer_ == 0 || ack_hold_deadline_ < earliest_timer_) earliest_timer_ = ack_hold_deadline_;
       }
     } else {
@@ -246,11 +246,13 @@ void Engine::run_send(Qp& qp) {
 }
 
 void Engine::kick(Qp* qp) {
+  begin_pass();
   qp->doorbell.store(false, std::memory_order_relaxed);
   run_send(*qp);
   if (qp->has_send_work() || qp->error_pending) activate(*qp);
   release_held_acks();  // after the reply: a shorter last frame joins its GSO group
   tx_flush();
+  in_pass_ = false;
 }
 
 void Engine::send_held_ack(Qp& qp) {
@@ -296,6 +298,7 @@ void Engine::run_timers(uint64_t now, uint64_t* next) {
 }
 
 uint64_t Engine::progress(bool hold_acks) {
+  begin_pass();
   release_held_acks();  // the application came back without replying on their QPs
   hold_acks_ = hold_acks;
   uint32_t budget = cfg_.rx_budget;
@@ -325,10 +328,11 @@ uint64_t Engine::progress(bool hold_acks) {
   active_scratch_.clear();
   hold_acks_ = false;
   uint64_t next = 0;
-  run_timers(now_ns(), &next);
+  run_timers(pass_now_, &next);
   if (ack_hold_deadline_ != 0 && (next == 0 || ack_hold_deadline_ < next)) next = ack_hold_deadline_;
   earliest_timer_ = next;
   tx_flush();
+  in_pass_ = false;
   return next;
 }
 

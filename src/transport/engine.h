@@ -119,6 +119,11 @@ class Engine {
     doorbell_any_.store(true, std::memory_order_release);
   }
   uint64_t earliest_timer() const { return earliest_timer_; }
+  // The time for arming timers: read once per pass (progress, kick) instead of once per ACK,
+  // a clock read per packet being a measurable share of a bulk transfer; outside a pass, now.
+  uint64_t now() const { return in_pass_ ? pass_now_ : now_ns(); }
+  // When the last pass started (progress or kick).
+  uint64_t pass_time() const { return pass_now_; }
 
  private:
   void receive(link::RxFrame& f);
@@ -146,6 +151,12 @@ class Engine {
   // thread; the thread's next pass sends the ACK anyway.
   static constexpr uint64_t kAckHoldNs = 2'000'000;
   bool hold_acks_ = false;
+  bool in_pass_ = false;
+  uint64_t pass_now_ = 0;
+  void begin_pass() {
+    pass_now_ = now_ns();
+    in_pass_ = true;
+  }
   std::vector<Qp*> held_acks_;
   uint64_t ack_hold_deadline_ = 0;
   void release_held_acks();

@@ -276,7 +276,7 @@ void requester_run(Engine& e, Qp& qp) {
   if (rc && sent && qp.comp.retry_deadline == 0) {
     uint64_t t = ack_timeout_ns(qp.attr.timeout);
     if (t != 0) {
-      qp.comp.retry_deadline = now_ns() + t;
+      qp.comp.retry_deadline = e.now() + t;
       e.note_timer(qp, qp.comp.retry_deadline);
     }
   }
