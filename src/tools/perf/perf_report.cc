@@ -112,7 +112,9 @@ void print_header(const Options& o, Op op, Mode mode, const std::string& local, 
   if (rdma != nullptr) {
     const uint32_t cq_mod =
         std::clamp<uint32_t>(o.cq_mod ? o.cq_mod : std::min<uint32_t>(64, o.window / 4), 1, o.window);
-    std::printf(" Device          : %-14s Transport type : RoCEv2 over UDP (softrdma)\n", rdma->dev().name().c_str());
+    // "shm+udp(...)": a peer on this host is reached through shared memory, others over UDP.
+    std::printf(" Device          : %-14s Transport type : RoCEv2 (softrdma), link %s\n", rdma->dev().name().c_str(),
+                rdma->dev().describe_link().c_str());
     std::printf(" Number of qps   : %-14u Connection type: %s\n", o.qps, o.uc ? "UC" : "RC");
     if (mode == Mode::kLat) {
       std::printf(" TX depth        : %-14d Inline data    : %u[B]\n", 1, o.inline_max);
