@@ -176,7 +176,9 @@ TEST_F(ShmPairTest, OutOfBoundsReadGetsRemoteAccessError) {
 // Both progress threads asleep (the application does not poll) when each message arrives: the
 // doorbell must wake them, without falling back on retransmission timeouts.
 TEST_F(ShmPairTest, SleepingProgressThreadsAreWoken) {
-  make_shm();
+  PairOptions o;
+  o.timeout = 14;  // ~67 ms: a wake-up delayed by a busy machine is not a lost one
+  make_shm(o);
   for (int round = 0; round < 20; ++round) {
     std::this_thread::sleep_for(std::chrono::milliseconds(5));  // threads go to sleep
     fill(a.buf, 0, 3000, round);
