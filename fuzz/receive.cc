@@ -3,6 +3,7 @@
 // completer, touching registered memory. The harness helps the fuzzer past the checks it cannot
 // guess (ICRC, a live QPN, a valid rkey, the expected PSN) when the frame's first byte says so,
 // so the deep states (multi-packet messages, READ re-serving, atomics, NAK paths) are reached.
+// Bit 0x20 of a frame's third byte delivers it as the shared-memory link does, without an ICRC.
 #include <sys/mman.h>
 
 #include <cstddef>
@@ -25,6 +26,7 @@ const wire::Endpoint kPeer{*wire::IpAddr::parse("127.0.0.9"), 4791};
 class InjectLink final : public link::Link {
  public:
   std::deque<std::vector<uint8_t>> inbox;
+  std::deque<bool> no_icrc;  // per inbox frame: arrives as through shared memory, ICRC not checked
   wire::Endpoint src = kPeer;
 
   size_t send(const link::TxFrame*, size_t n) override {
@@ -47,7 +49,9 @@ class InjectLink final : public link::Link {
       f.buf = buf;
       f.src = src;
       f.dst = kLocal.ip;
+      f.icrc_absent = no_icrc.front();
       inbox.pop_front();
+      no_icrc.pop_front();
     }
     return got;
   }
@@ -197,6 +201,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   while (i + 3 <= size) {
     uint8_t flags = data[i];
     size_t len = data[i + 1] | (size_t(data[i + 2] & 0x1f) << 8);
+    const bool no_icrc = (data[i + 2] & 0x20) != 0;  // as if through shared memory
     i += 3;
     len = std::min(len, size - i);
     std::vector<uint8_t> pkt(data + i, data + i + len);
@@ -204,6 +209,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     shape(*h, flags, pkt);
     h->link->src = (flags & 0x40) ? wire::Endpoint{*wire::IpAddr::parse("127.0.0.66"), 4791} : kPeer;
     h->link->inbox.push_back(std::move(pkt));
+    h->link->no_icrc.push_back(no_icrc);
     h->dev->progress();
   }
   h->refill();
