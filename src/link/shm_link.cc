@@ -144,6 +144,9 @@ bool ShmLink::create_area() {
     }
     if (fd < 0) return false;
     (void)fchmod(fd, 0600);
+    // The rings stay sparse until a sender reserves one (open_peer); the header is reserved now.
+    // Writing to a tmpfs page that cannot be allocated (a full /dev/shm: containers often have
+    // 64 MiB) would be SIGBUS, not an error code.
     if (ftruncate(fd, off_t(len)) != 0) {
       ::close(fd);
       shm_unlink(name_.c_str());
@@ -156,6 +159,13 @@ bool ShmLink::create_area() {
       return false;
     }
     auto* a = static_cast<Area*>(m);  // the file is zero-filled: every ring free and empty
+    const auto header = off_t(reinterpret_cast<uint8_t*>(&a->ring[0]) - reinterpret_cast<uint8_t*>(a));
+    if (posix_fallocate(fd, 0, header) != 0) {
+      munmap(m, len);
+      ::close(fd);
+      shm_unlink(name_.c_str());
+      return false;
+    }
     a->version = kVersion;
     a->rings = kRings;
     a->ring_bytes = kRingBytes;
@@ -237,8 +247,10 @@ void ShmLink::open_peer(Peer& p) {
   const bool ok = fstat(fd, &st) == 0 && st.st_uid == geteuid() && (st.st_mode & 077) == 0 &&
                   size_t(st.st_size) == sizeof(Area);
   void* m = ok ? mmap(nullptr, sizeof(Area), PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0) : MAP_FAILED;
-  ::close(fd);
-  if (m == MAP_FAILED) return;
+  if (m == MAP_FAILED) {
+    ::close(fd);
+    return;
+  }
   auto* a = static_cast<Area*>(m);
   const bool valid = a->magic.load(std::memory_order_acquire) == kMagic && a->version == kVersion &&
                      a->rings == kRings && a->ring_bytes == kRingBytes && a->owner_uid == geteuid() &&
@@ -246,6 +258,7 @@ void ShmLink::open_peer(Peer& p) {
                      std::memcmp(a->ip, p.ep.ip.bytes.data(), 16) == 0 && pid_alive(a->owner_pid);
   if (!valid) {
     munmap(m, sizeof(Area));
+    ::close(fd);
     return;
   }
   for (uint32_t i = 0; i < kRings; ++i) {
@@ -253,6 +266,15 @@ void ShmLink::open_peer(Peer& p) {
     uint64_t cur = r.owner.load(std::memory_order_acquire);
     if (cur != 0 && pid_alive(int32_t(cur >> 32))) continue;
     if (!r.owner.compare_exchange_strong(cur, serial_, std::memory_order_acq_rel)) continue;
+    // Reserve the ring's pages before writing to them: in a full /dev/shm a write would be SIGBUS.
+    const off_t at = off_t(reinterpret_cast<uint8_t*>(&r) - reinterpret_cast<uint8_t*>(a));
+    if (posix_fallocate(fd, at, off_t(sizeof(Ring))) != 0) {
+      uint64_t mine = serial_;
+      r.owner.compare_exchange_strong(mine, 0, std::memory_order_acq_rel);
+      ++sc_.no_space;
+      break;  // UDP for this destination
+    }
+    ::close(fd);
     p.area = a;
     p.map_len = sizeof(Area);
     p.ring = &r;
@@ -261,7 +283,8 @@ void ShmLink::open_peer(Peer& p) {
     p.shm = true;
     return;
   }
-  munmap(m, sizeof(Area));  // every ring taken
+  munmap(m, sizeof(Area));  // every ring taken, or no space for one
+  ::close(fd);
 }
 
 ShmLink::Peer* ShmLink::peer_for(const Endpoint& dst, uint64_t now) {

@@ -22,7 +22,8 @@
 //
 // Choice of path, per destination (cached in a fixed table, re-checked every kRetryNs): the
 // destination's area exists, is ours (uid, mode 0600), is initialized, not closed, its owner pid
-// is alive, and a ring is free -> shared memory; otherwise UDP. A full ring makes send() stop
+// is alive, a ring is free and its pages can be reserved in /dev/shm (posix_fallocate: a write
+// to a page a full tmpfs cannot allocate is SIGBUS) -> shared memory; otherwise UDP. A full ring makes send() stop
 // (the caller keeps or drops the rest, as with a full socket). Fault injection wraps this link
 // (FaultLink outside), so fault tests run over shared memory too.
 //
@@ -56,6 +57,7 @@ struct ShmCounters {
   uint64_t tx_frames = 0, tx_bytes = 0, tx_ring_full = 0, tx_doorbells = 0;
   uint64_t rx_frames = 0, rx_bytes = 0, rx_doorbells = 0, rx_bad = 0;
   uint64_t peers_shm = 0, peers_udp = 0;  // path decisions taken
+  uint64_t no_space = 0;  // a ring could not be reserved in /dev/shm: that destination took UDP
 };
 
 class ShmLink final : public Link {

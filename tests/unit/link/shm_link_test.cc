@@ -3,6 +3,8 @@
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <poll.h>
+#include <sched.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -269,6 +271,42 @@ TEST(ShmLink, IcrcIsLeftOutOnSharedMemoryAndFilledForUdp) {
   ASSERT_EQ(1u, a->send(&plain, 1));
   r = arrive(*b);
   EXPECT_FALSE(r.icrc_absent);
+}
+
+// A /dev/shm too small for a ring (containers often give it 64 MiB): the sender cannot reserve a
+// ring, takes UDP for that destination and says so; nothing is written to unreserved tmpfs pages
+// (which would be SIGBUS). Runs in a child with its own mount namespace and a 1 MiB /dev/shm.
+TEST(ShmLink, FullDevShmFallsBackToUdp) {
+  if (geteuid() != 0) GTEST_SKIP() << "needs root for a private mount namespace";
+  pid_t pid = fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    if (unshare(CLONE_NEWNS) != 0) _exit(77);
+    if (mount("none", "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0) _exit(77);
+    if (mount("tmpfs", "/dev/shm", "tmpfs", 0, "size=1m,mode=1777") != 0) _exit(77);
+    const int rc = [] {
+      auto a = open_shm(), b = open_shm();
+      if (!a || !b) return 10;
+      if (!b->has_area()) return 11;  // the area's header fits; its rings do not
+      auto f = frame_bytes(5, 3000);
+      for (int k = 0; k < 20; ++k) {
+        TxFrame t = make_tx(b->local(), f, 2);
+        if (a->send(&t, 1) != 1) return 12;
+        auto got = recv_n(*b, 1);
+        if (got.size() != 1 || got[0] != f) return 13;
+      }
+      if (a->shm_counters().tx_frames != 0) return 14;
+      if (a->shm_counters().no_space == 0) return 15;
+      if (a->udp().counters().tx_frames != 20) return 16;
+      return 0;
+    }();
+    _exit(rc);
+  }
+  int status = 0;
+  ASSERT_EQ(pid, waitpid(pid, &status, 0));
+  ASSERT_TRUE(WIFEXITED(status)) << "the child died (SIGBUS?), status " << status;
+  if (WEXITSTATUS(status) == 77) GTEST_SKIP() << "no private mount namespace here";
+  EXPECT_EQ(WEXITSTATUS(status), 0);
 }
 
 }  // namespace
