@@ -125,11 +125,14 @@ void run_demo(const DemoOptions& o) {
   ua.connect(ub.info());
   ub.connect(ua.info());
 
+  const bool shm = a.dev->describe_link().find("shm") != std::string::npos;
   std::printf(
-      "softrdma demo: two adapters in this process talk RoCEv2 (InfiniBand transport in UDP datagrams to port "
-      "%u) over loopback: %s at %s, %s at %s, MTU %u, RC QPs %u <-> %u, UD QPs %u <-> %u.\n",
-      base.port, a.dev->name().c_str(), a.dev->address().str().c_str(), b.dev->name().c_str(),
-      b.dev->address().str().c_str(), base.mtu, a.qp->qpn(), b.qp->qpn(), ua.qp->qpn(), ub.qp->qpn());
+      "softrdma demo: two adapters in this process talk RoCEv2 (InfiniBand transport packets as UDP datagrams to "
+      "port %u carry them) %s: %s at %s, %s at %s, MTU %u, RC QPs %u <-> %u, UD QPs %u <-> %u.\n",
+      base.port,
+      shm ? "through the same-host shared-memory link (SOFTRDMA_SHM=0: as UDP over loopback)" : "over loopback UDP",
+      a.dev->name().c_str(), a.dev->address().str().c_str(), b.dev->name().c_str(), b.dev->address().str().c_str(),
+      base.mtu, a.qp->qpn(), b.qp->qpn(), ua.qp->qpn(), ub.qp->qpn());
   std::printf(
       "Each row: 3 checked transfers, %lu timed one at a time (latency), %lu timed with %u in flight "
       "(bandwidth); every byte and atomic result is compared.%s\n",
