@@ -131,7 +131,7 @@ void Engine::tx_end(TxSlot* s, const wire::Endpoint& dst, uint32_t header_len, u
 }
 
 void Engine::tx_flush() {
-  const bool sent_any = tx_count_ != 0;
+  if (tx_count_ != 0) link_moved_ = true;
   size_t done = 0;
   while (done < tx_count_) {
     for (size_t i = done; i < tx_count_; ++i) tx_frames_[i] = tx_[i].frame;
@@ -145,11 +145,13 @@ void Engine::tx_flush() {
     done += n;
   }
   tx_count_ = 0;
-  if (sent_any) publish_link_counters();
 }
 
 void Engine::publish_link_counters() {
-  // Copied after each send and receive, so that `softrdma stat` sees how frames travel.
+  // Copied at the end of each pass that moved frames, so that `softrdma stat` sees how frames
+  // travel (once per pass: a link may add its counters up on every call).
+  if (!link_moved_) return;
+  link_moved_ = false;
   const link::LinkCounters& l = link_->counters();
   counters_->link_gso_sends = l.tx_gso_sends;
   counters_->link_gso_frames = l.tx_gso_frames;
@@ -252,6 +254,7 @@ void Engine::kick(Qp* qp) {
   if (qp->has_send_work() || qp->error_pending) activate(*qp);
   release_held_acks();  // after the reply: a shorter last frame joins its GSO group
   tx_flush();
+  publish_link_counters();
   in_pass_ = false;
 }
 
@@ -307,7 +310,7 @@ uint64_t Engine::progress(bool hold_acks) {
     size_t n = link_->recv(rx_.data(), want);
     // The frames' bytes are the link's until the next recv(): each is handled completely here.
     for (size_t i = 0; i < n; ++i) receive(rx_[i]);
-    if (n > 0) publish_link_counters();
+    if (n > 0) link_moved_ = true;
     budget -= static_cast<uint32_t>(n);
     if (n < want) break;
   }
@@ -332,6 +335,7 @@ uint64_t Engine::progress(bool hold_acks) {
   if (ack_hold_deadline_ != 0 && (next == 0 || ack_hold_deadline_ < next)) next = ack_hold_deadline_;
   earliest_timer_ = next;
   tx_flush();
+  publish_link_counters();
   in_pass_ = false;
   return next;
 }

@@ -152,6 +152,7 @@ class Engine {
   static constexpr uint64_t kAckHoldNs = 2'000'000;
   bool hold_acks_ = false;
   bool in_pass_ = false;
+  bool link_moved_ = false;  // this pass sent or received frames: publish the link's counters
   uint64_t pass_now_ = 0;
   void begin_pass() {
     pass_now_ = now_ns();
