@@ -68,13 +68,7 @@ TEST_F(ShmPairTest, RcTrafficGoesThroughSharedMemoryIntact) {
   size_t off = 0;
   for (uint32_t len : {1u, 4096u, 4097u, 65536u, 1000000u}) {
     fill(a.buf, off, len, len);
-    SendWr wr;
-    wr.wr_id = len;
-    wr.opcode = WrOpcode::kRdmaWrite;
-    wr.flags = kSignaled;
-    wr.rdma.remote_addr = b.addr(off);
-    wr.rdma.rkey = b.mr->rkey;
-    ASSERT_EQ(0, post(a, wr, a.sge(off, len)));
+    ASSERT_EQ(0, post(a, write_wr(len, b.addr(off), b.mr->rkey), a.sge(off, len)));
     auto wc = wait_for(a, 1);
     ASSERT_EQ(wc.size(), 1u);
     ASSERT_EQ(wc[0].status, WcStatus::kSuccess) << name(wc[0].status);
@@ -132,13 +126,8 @@ TEST_F(ShmPairTest, CorruptionInjectedAboveSharedMemoryIsCaught) {
 
 TEST_F(ShmPairTest, BadRkeyStillGetsRemoteAccessError) {
   make_shm();
-  SendWr wr;
-  wr.wr_id = 1;
-  wr.opcode = WrOpcode::kRdmaWrite;
-  wr.flags = kSignaled;
-  wr.rdma.remote_addr = b.addr(0);
-  wr.rdma.rkey = b.mr->rkey ^ 0x5a5a00;  // not a key of b's table
-  ASSERT_EQ(0, post(a, wr, a.sge(0, 100)));
+  const uint32_t bad = b.mr->rkey ^ 0x5a5a00;  // not a key of b's table
+  ASSERT_EQ(0, post(a, write_wr(1, b.addr(0), bad), a.sge(0, 100)));
   auto wc = wait_for(a, 1);
   ASSERT_EQ(wc.size(), 1u);
   EXPECT_EQ(wc[0].status, WcStatus::kRemAccessErr) << name(wc[0].status);
@@ -148,13 +137,7 @@ TEST_F(ShmPairTest, BadRkeyStillGetsRemoteAccessError) {
 
 TEST_F(ShmPairTest, OutOfBoundsReadGetsRemoteAccessError) {
   make_shm();
-  SendWr rd;
-  rd.wr_id = 2;
-  rd.opcode = WrOpcode::kRdmaRead;
-  rd.flags = kSignaled;
-  rd.rdma.remote_addr = b.addr(b.buf.size() - 10);
-  rd.rdma.rkey = b.mr->rkey;
-  ASSERT_EQ(0, post(a, rd, a.sge(0, 100)));
+  ASSERT_EQ(0, post(a, read_wr(2, b.addr(b.buf.size() - 10), b.mr->rkey), a.sge(0, 100)));
   auto wc = wait_for(a, 1);
   ASSERT_EQ(wc.size(), 1u);
   EXPECT_EQ(wc[0].status, WcStatus::kRemAccessErr) << name(wc[0].status);
@@ -170,13 +153,7 @@ TEST_F(ShmPairTest, SleepingProgressThreadsAreWoken) {
   for (int round = 0; round < 20; ++round) {
     std::this_thread::sleep_for(std::chrono::milliseconds(5));  // threads go to sleep
     fill(a.buf, 0, 3000, round);
-    SendWr wr;
-    wr.wr_id = round;
-    wr.opcode = WrOpcode::kRdmaWrite;
-    wr.flags = kSignaled;
-    wr.rdma.remote_addr = b.addr(8192);
-    wr.rdma.rkey = b.mr->rkey;
-    ASSERT_EQ(0, post(a, wr, a.sge(0, 3000)));
+    ASSERT_EQ(0, post(a, write_wr(round, b.addr(8192), b.mr->rkey), a.sge(0, 3000)));
     // Wait without polling, so the ACK must be handled by a's own thread as well.
     std::this_thread::sleep_for(std::chrono::milliseconds(2));
     auto wc = wait_for(a, 1);
@@ -263,12 +240,7 @@ void two_process_exchange(bool child_as_nobody, uint64_t* parent_shm_rx, uint64_
       if (read(down[0], &peer, sizeof peer) != sizeof peer) return 24;
       if (!connect_to(s, peer, o)) return 25;
       fill(s.buf, 0, kLen, 77);
-      SendWr wr;
-      wr.wr_id = 1;
-      wr.opcode = WrOpcode::kRdmaWrite;
-      wr.flags = kSignaled;
-      wr.rdma.remote_addr = peer.addr;
-      wr.rdma.rkey = peer.rkey;
+      SendWr wr = write_wr(1, peer.addr, peer.rkey);
       Sge sg = s.sge(0, kLen);
       wr.sg_list = &sg;
       wr.num_sge = 1;
