@@ -267,8 +267,7 @@ size_t UdpLink::build_tx(const TxFrame* frames, size_t begin, size_t n, size_t n
         if (fix_id && k > 0) {  // the kernel gives this segment IPv4 ID k
           icrc = tx_icrc_[i + k - begin];
           const size_t body = (k + 1 == cnt ? g.length() : len) - kIcrcBytes;
-          delta = body + kIcrcBytes == len ? tx_deltas_.get(body, static_cast<uint16_t>(k))
-                                           : wire::icrc_ipv4_id_delta(body, static_cast<uint16_t>(k));
+          delta = (body + kIcrcBytes == len ? tx_deltas_ : tx_short_deltas_).get(body, static_cast<uint16_t>(k));
         }
         niov += gather_frame(g, &tx_iov_[iov_used + niov], icrc, delta);
       }
@@ -407,8 +406,7 @@ size_t UdpLink::take_pending(RxFrame* frames, size_t n, uint64_t* used) {
       if (d.coalesced && d.index > 0 && family_ == AF_INET && len >= kIcrcBytes) {
         // Segment k of a GSO send travelled with IPv4 ID k: back to the ID-0 ICRC (see the header).
         uint8_t* icrc = f.buf + len - kIcrcBytes;
-        const uint32_t delta = len == d.seg ? rx_deltas_.get(len - kIcrcBytes, d.index)
-                                            : wire::icrc_ipv4_id_delta(len - kIcrcBytes, d.index);
+        const uint32_t delta = (len == d.seg ? rx_deltas_ : rx_short_deltas_).get(len - kIcrcBytes, d.index);
         wire::icrc_store(icrc, wire::icrc_load(icrc) ^ delta);
       }
       d.off += len;

@@ -164,7 +164,9 @@ class UdpLink final : public Link {
   alignas(cmsghdr) unsigned char tx_ctrl_[kBatch][kGsoCtrlLen];
   iovec tx_iov_[kTxFrames * (kMaxTxParts + 1)];
   uint8_t tx_icrc_[kTxFrames][4];  // ICRCs moved to the segment's IPv4 ID
-  IdDeltas tx_deltas_, rx_deltas_;
+  // For the frames of a group of the group's size, and for a shorter last one (an ACK after a
+  // reply, the last packet of a message): each keeps its length from group to group.
+  IdDeltas tx_deltas_, rx_deltas_, tx_short_deltas_, rx_short_deltas_;
 
   mmsghdr rx_msgs_[kBatch];
   iovec rx_iov_[kBatch];
