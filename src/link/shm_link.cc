@@ -511,9 +511,13 @@ size_t ShmLink::recv(RxFrame* frames, size_t n) {
     }
   }
   size_t done = drain_rings(frames, n);
-  // The socket costs a system call: while rings carry the traffic, look at it every 8th call.
-  // (A sleeper needs no poll here: fd() wakes it, and it comes back within 8 calls.)
-  if (done < n && (!rings_used_ || (++udp_tick_ & 7) == 0)) {
+  // The socket costs a system call, and a frame arriving in a ring meanwhile waits for it: while
+  // rings carry the traffic, look at it every 8th call, and every 64th once it has brought
+  // nothing but doorbells for 64 looks (a UDP frame then waits at most 64 passes, a few us, and
+  // brings the period back to 8). A thread woken through fd() looks at once (after_wake).
+  const uint32_t period_mask = udp_quiet_ < kUdpQuietLooks ? 7 : 63;
+  if (done < n && (!rings_used_ || udp_look_now_ || (++udp_tick_ & period_mask) == 0)) {
+    udp_look_now_ = false;
     size_t got = udp_->recv(frames + done, n - done);
     size_t keep = done;
     for (size_t i = done; i < done + got; ++i) {
@@ -526,6 +530,7 @@ size_t ShmLink::recv(RxFrame* frames, size_t n) {
       ++keep;
     }
     const bool took_bell = keep - done != got;
+    udp_quiet_ = keep != done ? 0 : std::min(udp_quiet_ + 1, kUdpQuietLooks);
     done = keep;
     if (took_bell && area_ != nullptr && area_->sleeping.load(std::memory_order_seq_cst) == 2) {
       // This call (the application's thread, say) took a doorbell meant for a thread sleeping
@@ -553,6 +558,7 @@ bool ShmLink::prepare_sleep() {
 }
 
 void ShmLink::after_wake() {
+  udp_look_now_ = true;  // fd() woke us: what is waiting on the socket is the reason
   if (area_ != nullptr && area_->sleeping.load(std::memory_order_relaxed) != 0)
     area_->sleeping.store(0, std::memory_order_relaxed);
 }

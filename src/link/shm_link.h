@@ -131,6 +131,9 @@ class ShmLink final : public Link {
   uint64_t released_[kRings] = {};           // tail published to the ring
   uint32_t next_ring_ = 0;
   uint32_t udp_tick_ = 0;
+  static constexpr uint32_t kUdpQuietLooks = 64;
+  uint32_t udp_quiet_ = 0;     // consecutive looks at the socket that found no frame (capped)
+  bool udp_look_now_ = false;  // the next recv() looks at the socket whatever the period
   bool rings_used_ = false;
   Peer peers_[kMaxPeers];
   Peer* last_peer_ = nullptr;

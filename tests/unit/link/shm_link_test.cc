@@ -144,6 +144,52 @@ TEST(ShmLink, UdpDestinationsStayOnUdp) {
   EXPECT_EQ(got[0], f);
 }
 
+// While rings carry the traffic the socket is looked at only every few calls, less often once it
+// has been quiet. A UDP frame must still arrive within that period, bring the short period back,
+// and a receiver woken through fd() must get it from its very next call.
+TEST(ShmLink, UdpFramesArriveWhileRingsCarryTheTraffic) {
+  auto a = open_shm(), b = open_shm();
+  std::string err;
+  auto u = UdpLink::open(ep("127.0.0.1", 0), &err);
+  ASSERT_TRUE(a && b && u) << err;
+  auto f = frame_bytes(3, 200);
+  TxFrame by_ring = make_tx(b->local(), f, 1);
+  ASSERT_EQ(1u, a->send(&by_ring, 1));
+  ASSERT_EQ(recv_n(*b, 1).size(), 1u);  // b's rings are in use now
+  RxFrame rx[8];
+  auto go_quiet = [&] {
+    for (int i = 0; i < 5000; ++i) ASSERT_EQ(0u, b->recv(rx, 8));
+  };
+  // Sends one UDP frame, waits until b's socket has it, and counts b's calls until it comes out.
+  auto calls_until_udp_frame = [&](bool woken) {
+    auto g = frame_bytes(4, 120);
+    TxFrame t = make_tx(b->local(), g, 1);
+    EXPECT_EQ(1u, u->send(&t, 1));
+    pollfd p{b->fd(), POLLIN, 0};
+    EXPECT_EQ(1, poll(&p, 1, 5000));
+    if (woken) b->after_wake();
+    for (int calls = 1; calls <= 1000; ++calls) {
+      size_t n = b->recv(rx, 8);
+      if (n == 0) continue;
+      EXPECT_EQ(n, 1u);
+      EXPECT_EQ(std::vector<uint8_t>(rx[0].buf, rx[0].buf + rx[0].len), g);
+      EXPECT_EQ(rx[0].src, u->local());
+      return calls;
+    }
+    return 0;
+  };
+  go_quiet();
+  const int quiet = calls_until_udp_frame(false);
+  EXPECT_GE(quiet, 1);
+  EXPECT_LE(quiet, 64);
+  // The socket just brought a frame: back to looking every 8th call.
+  const int busy = calls_until_udp_frame(false);
+  EXPECT_GE(busy, 1);
+  EXPECT_LE(busy, 8);
+  go_quiet();
+  EXPECT_EQ(calls_until_udp_frame(true), 1);
+}
+
 TEST(ShmLink, StaleAreaOfADeadProcessIsReplaced) {
   uint16_t port = 0;
   int fds[2];
