@@ -32,7 +32,8 @@
 // fence, read sleeping"); a sender that finds the word set swaps it to "doorbell sent" and sends
 // one 8-byte UDP doorbell datagram, which makes the socket readable; recv() discards doorbells.
 // after_wake() clears the word. Without prepare_sleep() (a caller that only polls) no doorbell
-// is ever sent.
+// is ever sent. While rings carry the traffic, recv() looks at the socket (a system call) only
+// every 8th call, every 64th while it stays quiet, and at once after a wake-up.
 //
 // Crashes. A leftover area of this user under our name is marked closed and replaced: holding
 // the endpoint's UDP port proves the previous owner is gone (a pid check would not do: an exiting
