@@ -586,6 +586,11 @@ TEST_F(DestroyTest, DestroyQpWithTrafficInFlight) {
   ASSERT_EQ(sc.size(), 20u);
   EXPECT_EQ(sc[0].status, WcStatus::kRetryExcErr) << name(sc[0].status);
   for (int i = 1; i < 20; ++i) EXPECT_EQ(sc[i].status, WcStatus::kWrFlushErr) << i;
+  // b's progress thread drops the retransmissions it finds; on a loaded machine it may get the
+  // CPU only after a has given up, but the packets wait in its link until it does.
+  const auto deadline = std::chrono::steady_clock::now() + 5s;
+  while (b.dev->counters().drop_unknown_qp == 0 && std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(1ms);
   EXPECT_GT(b.dev->counters().drop_unknown_qp, 0u);
   QueuePair* qa = add_qp(a, QpType::kRc);
   QueuePair* qb = add_qp(b, QpType::kRc);
