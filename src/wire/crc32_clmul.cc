@@ -87,6 +87,16 @@ __attribute__((target("pclmul,sse4.1"))) inline __m128i load(const uint8_t* p) {
   return _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
 }
 
+// The common end of every fold: the 16-byte blocks left after p[0..done) go into the one
+// 128-bit lane x, which is stored to out; returns the bytes out stands for.
+__attribute__((target("pclmul,sse4.1"))) inline size_t fold_rest_128(__m128i x, const uint8_t* p, size_t len,
+                                                                     size_t done, uint8_t out[16]) {
+  const __m128i k128 = _mm_set_epi64x(static_cast<long long>(kBy128.second), static_cast<long long>(kBy128.first));
+  for (; len - done >= 16; done += 16) x = _mm_xor_si128(fold(x, k128), load(p + done));
+  _mm_storeu_si128(reinterpret_cast<__m128i*>(out), x);
+  return done;
+}
+
 }  // namespace
 
 bool crc32_clmul_available() {
@@ -103,12 +113,7 @@ __attribute__((target("pclmul,sse4.1"))) size_t crc32_clmul_fold(uint32_t crc, c
   const __m128i k128 = _mm_set_epi64x(static_cast<long long>(kBy128.second), static_cast<long long>(kBy128.first));
   // The starting register joins the first four message bytes (reflected CRC property).
   __m128i x0 = _mm_xor_si128(load(p), _mm_cvtsi32_si128(static_cast<int>(crc)));
-  if (len < 64) {
-    size_t done = 16;
-    for (; len - done >= 16; done += 16) x0 = _mm_xor_si128(fold(x0, k128), load(p + done));
-    _mm_storeu_si128(reinterpret_cast<__m128i*>(out), x0);
-    return done;
-  }
+  if (len < 64) return fold_rest_128(x0, p, len, 16, out);
   __m128i x1 = load(p + 16), x2 = load(p + 32), x3 = load(p + 48);
   size_t done = 64;
   for (; len - done >= 64; done += 64) {
@@ -120,9 +125,7 @@ __attribute__((target("pclmul,sse4.1"))) size_t crc32_clmul_fold(uint32_t crc, c
   x1 = _mm_xor_si128(x1, fold(x0, k128));
   x2 = _mm_xor_si128(x2, fold(x1, k128));
   x3 = _mm_xor_si128(x3, fold(x2, k128));
-  for (; len - done >= 16; done += 16) x3 = _mm_xor_si128(fold(x3, k128), load(p + done));
-  _mm_storeu_si128(reinterpret_cast<__m128i*>(out), x3);
-  return done;
+  return fold_rest_128(x3, p, len, done, out);
 }
 
 // ---- VPCLMULQDQ on 512-bit vectors: four 128-bit lanes per instruction. ----
@@ -197,12 +200,7 @@ SOFTRDMA_V512 size_t crc32_vpclmul512_fold(uint32_t crc, const uint8_t* p, size_
   // The zero-masking forms: GCC 12 warns that the plain ones read an undefined vector.
   const __m256i y = _mm256_xor_si256(_mm512_maskz_extracti64x4_epi64(0xf, t, 0),
                                      _mm512_maskz_extracti64x4_epi64(0xf, t, 1));
-  __m128i x = _mm_xor_si128(_mm256_castsi256_si128(y), _mm256_extracti128_si256(y, 1));
-  const __m128i k128 =
-      _mm_set_epi64x(static_cast<long long>(kBy128.second), static_cast<long long>(kBy128.first));
-  for (; len - done >= 16; done += 16) x = _mm_xor_si128(fold(x, k128), load(p + done));
-  _mm_storeu_si128(reinterpret_cast<__m128i*>(out), x);
-  return done;
+  return fold_rest_128(_mm_xor_si128(_mm256_castsi256_si128(y), _mm256_extracti128_si256(y, 1)), p, len, done, out);
 }
 
 #undef SOFTRDMA_V512
@@ -257,12 +255,7 @@ SOFTRDMA_V256 size_t crc32_vpclmul256_fold(uint32_t crc, const uint8_t* p, size_
   for (; len - done >= 32; done += 32) y0 = _mm256_xor_si256(yfold(y0, k256), yload(p + done));
   // Lane 0 onto lane 1 (the constants' upper lane is zero, so t's upper lane is too).
   const __m256i t = yfold(y0, yconst(kV256Lanes));
-  __m128i x = _mm_xor_si128(_mm256_castsi256_si128(t), _mm256_extracti128_si256(y0, 1));
-  const __m128i k128 =
-      _mm_set_epi64x(static_cast<long long>(kBy128.second), static_cast<long long>(kBy128.first));
-  for (; len - done >= 16; done += 16) x = _mm_xor_si128(fold(x, k128), load(p + done));
-  _mm_storeu_si128(reinterpret_cast<__m128i*>(out), x);
-  return done;
+  return fold_rest_128(_mm_xor_si128(_mm256_castsi256_si128(t), _mm256_extracti128_si256(y0, 1)), p, len, done, out);
 }
 
 #undef SOFTRDMA_V256
