@@ -8,6 +8,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <deque>
 #include <memory>
@@ -195,8 +196,16 @@ void shape(Harness& h, uint8_t flags, std::vector<uint8_t>& pkt) {
 
 }  // namespace
 
+Harness* harness = nullptr;
+
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
-  static Harness* h = new Harness();
+  if (harness == nullptr) {
+    harness = new Harness();
+    // libFuzzer ends a time-limited run with exit(): close the device then, or its counters file
+    // stays behind in /dev/shm (a crash leaves it, and `softrdma stat` removes it).
+    std::atexit([] { delete harness; });
+  }
+  Harness* h = harness;
   size_t i = 0;
   while (i + 3 <= size) {
     uint8_t flags = data[i];

@@ -12,7 +12,8 @@ namespace softrdma::verbs {
 
 // The extensions' values are the adapter's (include/softrdma/verbs_ext.h documents them).
 static_assert(SOFTRDMA_ACCESS_FAST_REG == mem::kFastReg && SOFTRDMA_ACCESS_ONE_TOUCH == mem::kOneTouch);
-static_assert((SOFTRDMA_ACCESS_FAST_REG & IBV_ACCESS_OPTIONAL_RANGE) && (SOFTRDMA_ACCESS_ONE_TOUCH & IBV_ACCESS_OPTIONAL_RANGE));
+static_assert((SOFTRDMA_ACCESS_FAST_REG & IBV_ACCESS_OPTIONAL_RANGE) != 0 &&
+              (SOFTRDMA_ACCESS_ONE_TOUCH & IBV_ACCESS_OPTIONAL_RANGE) != 0);
 constexpr bool same(uint32_t a, uint32_t b) { return a == b; }
 static_assert(same(IBV_ACCESS_ON_DEMAND, mem::kOnDemand) && same(IBV_ACCESS_ZERO_BASED, mem::kZeroBased) &&
               same(IBV_ACCESS_MW_BIND, mem::kMwBind) && same(IBV_ACCESS_LOCAL_WRITE, mem::kLocalWrite) &&
