@@ -331,19 +331,17 @@ uint32_t icrc_compute(const IcrcContext& ctx, const iovec* parts, size_t nparts,
   // Then the BTH with its resv8a byte masked (IBA A17.8: FECN, BECN, resv6). It may be split
   // over parts: gather it.
   uint8_t h[bth::kSize] = {};
-  size_t n = 0;
   size_t part = 0, off = 0, got = 0;
   while (got < bth::kSize && part < nparts) {
     const size_t take = std::min(bth::kSize - got, parts[part].iov_len - off);
-    if (take) std::memcpy(h + n + got, static_cast<const uint8_t*>(parts[part].iov_base) + off, take);
+    if (take) std::memcpy(h + got, static_cast<const uint8_t*>(parts[part].iov_base) + off, take);
     got += take;
     off += take;
     if (off == parts[part].iov_len) ++part, off = 0;
   }
-  if (got > kBthResv8aOffset) h[n + kBthResv8aOffset] = 0xff;
-  n += got;
+  if (got > kBthResv8aOffset) h[kBthResv8aOffset] = 0xff;
 
-  crc = crc32_table(crc, h, n);
+  crc = crc32_table(crc, h, got);
   for (; part < nparts; ++part, off = 0)
     crc = crc32_update(crc, static_cast<const uint8_t*>(parts[part].iov_base) + off, parts[part].iov_len - off);
   return ~crc;
