@@ -13,6 +13,11 @@
 #   UCX shared memory    ucx_perftest, UCX_TLS=sm (override with UCX_SM_TLS, e.g. posix,cma)
 #   TCP                  iperf3 (bandwidth, a stream of SIZE-byte writes) and bench/tcp_pingpong (latency)
 #   memcpy               bench/memcpy_bw, one core (and a 256 MiB copy)
+#   two-core ring        bench/core_to_core: SIZE bytes copied into a shared ring on one CPU and out
+#                        of it on the other (the ceiling for a two-copy same-host transport), and a
+#                        cache line's round trip between the two CPUs, at the start and end of every
+#                        repetition (on a VM it moves with the host's placement of the vCPUs, and
+#                        every same-host figure with it)
 # Operations and the closest equivalent of each (sizes 8, 64, 1K, 4K, 64K, 1M):
 #   RC SEND/RECV ping-pong latency   perf --op send --mode lat | ib_send_lat | ucx tag_lat | tcp_pingpong
 #   RDMA WRITE bandwidth             perf --op write --mode bw | ib_write_bw | ucx ucp_put_bw | iperf3 -l SIZE | memcpy
@@ -51,6 +56,7 @@ out=${2:-$build/compare}
 softrdma=${SOFTRDMA:-$build/src/tools/softrdma}
 tcp_pp=${TCP_PINGPONG:-$build/bench/tcp_pingpong}
 memcpy_bw=${MEMCPY_BW:-$build/bench/memcpy_bw}
+core_to_core=${CORE_TO_CORE:-$build/bench/core_to_core}
 repeat=${REPEAT:-3}
 quick=${QUICK:-0}
 tmo=${TOOL_TIMEOUT:-60}
@@ -253,6 +259,7 @@ have_ucx=0; have ucx_perftest && have_ucx=1
 have_iperf=0; have iperf3 && have_iperf=1
 have_tcp_pp=0; [[ -x $tcp_pp ]] && have_tcp_pp=1
 have_memcpy=0; [[ -x $memcpy_bw ]] && have_memcpy=1
+have_c2c=0; [[ -x $core_to_core ]] && have_c2c=1
 have_gnuplot=0; have gnuplot && have_gnuplot=1
 [[ $have_softrdma == 1 ]] || log "no softrdma binary at $softrdma (build it, or set SOFTRDMA=): softrdma and perftest columns n/a"
 [[ $have_perftest == 1 || $have_softrdma == 0 ]] || log "perftest (ib_send_lat, ib_write_bw, ib_read_bw) not installed: column n/a"
@@ -260,6 +267,7 @@ have_gnuplot=0; have gnuplot && have_gnuplot=1
 [[ $have_iperf == 1 ]] || log "iperf3 not installed: TCP bandwidth n/a"
 [[ $have_tcp_pp == 1 ]] || log "no $tcp_pp (cmake --build $build --target tcp_pingpong): TCP latency n/a"
 [[ $have_memcpy == 1 ]] || log "no $memcpy_bw (cmake --build $build --target memcpy_bw): memcpy n/a"
+[[ $have_c2c == 1 ]] || log "no $core_to_core (cmake --build $build --target core_to_core): two-core ring n/a"
 
 # ---- softrdma perf -----------------------------------------------------------------------------
 # sr TEST BYTES REP ITERS PERF_OPTIONS...
@@ -401,6 +409,32 @@ memcpy_run() {
   done <"$logf"
 }
 
+# ---- two-core probe ----------------------------------------------------------------------------
+# c2c_run REP WHEN: rows "rtt 64 ROUNDS SECONDS NS" and "ring BYTES MESSAGES SECONDS GBps"
+c2c_run() {
+  local rep=$1 when=$2 list
+  list=$(IFS=,; echo "${sizes[*]}")
+  local logf=$logs/core_to_core.r$rep.$when.log secs=0.3
+  [[ $quick == 1 ]] && secs=0.1
+  start_timed "$logf" "$work/c2c.cpu" "$core_to_core" --sizes "$list" --seconds "$secs"
+  client_pid=$STARTED
+  wait "$client_pid"
+  local rc=$?
+  client_pid=""
+  if ((rc != 0)); then
+    log "FAILED core_to_core (exit $rc; $logf)"
+    failures=$((failures + 1))
+    return
+  fi
+  local test b val
+  while read -r test b _ _ val; do
+    case $test in
+      rtt) record host c2c_rtt_ns 64 "$rep.$when" "$val" ;;
+      ring) record ring write_bw "$b" "$rep.$when" "$(awk -v v="$val" 'BEGIN { printf "%.1f", v * 1000 }')" ;;
+    esac
+  done <"$logf"
+}
+
 # ---- the runs ----------------------------------------------------------------------------------
 start=$(date +%s)
 load_before=$(cut -d' ' -f1-3 /proc/loadavg)
@@ -410,6 +444,10 @@ for ((rep = 1; rep <= repeat && report_only == 0; rep++)); do
   if [[ $have_memcpy == 1 ]]; then
     log "memcpy_bw"
     memcpy_run "$rep"
+  fi
+  if [[ $have_c2c == 1 ]]; then
+    log "core_to_core (start of the repetition)"
+    c2c_run "$rep" start
   fi
   if [[ $have_softrdma == 1 ]]; then
     log "softrdma perf (two processes)"
@@ -451,6 +489,10 @@ for ((rep = 1; rep <= repeat && report_only == 0; rep++)); do
     log "iperf3 (${iperf_seconds} s per size)"
     for b in "${sizes[@]}"; do iperf "$b" "$rep"; done
     [[ " ${sizes[*]} " == *" 8 "* ]] || iperf 8 "$rep"
+  fi
+  if [[ $have_c2c == 1 ]]; then
+    log "core_to_core (end of the repetition)"
+    c2c_run "$rep" end
   fi
 done
 end=$(date +%s)
@@ -590,7 +632,7 @@ plot() {
 if [[ $have_gnuplot == 1 ]]; then
   plot write_bw write_bw "MB/s (10^6 bytes/s)" "RDMA WRITE bandwidth and equivalents (loopback, median of $repeat)" \
     softrdma="softrdma perf" perftest="ib_write_bw (drop-in)" ucx_tcp="UCX tcp put_bw" ucx_sm="UCX sm put_bw" \
-    tcp="iperf3 (TCP)" memcpy="memcpy, 1 core"
+    tcp="iperf3 (TCP)" memcpy="memcpy, 1 core" ring="two-core ring (2 copies)"
   plot read_bw read_bw "MB/s (10^6 bytes/s)" "RDMA READ bandwidth and equivalents (loopback, median of $repeat)" \
     softrdma="softrdma perf" perftest="ib_read_bw (drop-in)" ucx_tcp="UCX tcp ucp_get" ucx_sm="UCX sm ucp_get"
   plot latency send_lat "microseconds (half round trip)" "SEND/RECV ping-pong latency (loopback, median of $repeat)" \
@@ -613,6 +655,9 @@ report=$out/compare.md
     echo "- load average before / after: $load_before / $load_after; wall time $((end - start)) s; REPEAT=$repeat$([[ $quick == 1 ]] && echo ', QUICK=1'); failed runs: $failures"
   fi
   echo "- tools: $([[ $have_ucx == 1 ]] && ucx_info -v 2>/dev/null | awk '/Version/ { printf "UCX %s", $3 }' || echo 'UCX n/a'), $([[ $have_iperf == 1 ]] && iperf3 -v 2>/dev/null | awk 'NR == 1 { print $1, $2 }' || echo 'iperf3 n/a'), perftest $(dpkg-query -W -f='${Version}' perftest 2>/dev/null || echo n/a); UCX shared memory = UCX_TLS=$ucx_sm_tls"
+  if [[ -n ${MED[host,c2c_rtt_ns,64]:-} ]]; then
+    echo "- core-to-core round trip (bench/core_to_core, start and end of each repetition), ns: $(awk -F, '$1 == "host" && $2 == "c2c_rtt_ns" { printf "%s%s %s", sep, $4, $5; sep = ", " }' "$raw"). Tens of ns: the two CPUs share a core complex; hundreds: they do not, and same-host figures drop with it"
+  fi
   echo "- loopback only: servers on $SA, clients on $CA where the tool can bind (softrdma perf, perftest via \`softrdma run --addr\`, iperf3); UCX's servers listen on every address"
   echo
   echo "Every figure is the median of the runs (REPEAT); ratio = softrdma perf / peer. For latency and CPU cost"
@@ -643,6 +688,12 @@ report=$out/compare.md
   done
   echo "| memcpy, 256 MiB (one core), MB/s | | | | | | $(v memcpy write_bw 268435456) | | | | | |"
   echo
+  if [[ -n ${MED[ring,write_bw,65536]:-}${MED[ring,write_bw,1048576]:-} ]]; then
+    echo "Two-core ring (bench/core_to_core: copied into a ring on one CPU, out of it on the other, the"
+    echo "ceiling for a transport whose receiving process writes the data itself), MB/s: 64 KiB"
+    echo "$(v ring write_bw 65536), 1 MiB $(v ring write_bw 1048576); softrdma perf ÷ ring: $(ratio "$(m softrdma write_bw 65536)" "$(m ring write_bw 65536)") and $(ratio "$(m softrdma write_bw 1048576)" "$(m ring write_bw 1048576)")."
+    echo
+  fi
   echo "softrdma perf: median (lowest..highest) when REPEAT > 1. TCP latency: the faster of tcp_pingpong's"
   echo "busy-polled and blocking modes. A row whose size is not in SIZES shows n/a."
   echo
@@ -659,13 +710,13 @@ report=$out/compare.md
   echo
   echo "## RDMA WRITE bandwidth (MB/s = 10^6 bytes/s, median)"
   echo
-  echo "softrdma perf \`--op write --mode bw\` | ib_write_bw BW average | ucx_perftest ucp_put_bw | iperf3 \`-l SIZE\` (a TCP stream of SIZE-byte writes) | memcpy_bw (SIZE-byte copies between two cache-warm buffers, one core)"
+  echo "softrdma perf \`--op write --mode bw\` | ib_write_bw BW average | ucx_perftest ucp_put_bw | iperf3 \`-l SIZE\` (a TCP stream of SIZE-byte writes) | memcpy_bw (SIZE-byte copies between two cache-warm buffers, one core) | core_to_core ring (SIZE bytes through a ring between two CPUs, two copies)"
   echo
-  echo "| size | softrdma perf | ib_write_bw (drop-in) | UCX tcp | UCX sm | iperf3 | memcpy | ÷ UCX tcp | ÷ UCX sm | ÷ iperf3 | ÷ memcpy |"
-  echo "|---|---|---|---|---|---|---|---|---|---|---|"
+  echo "| size | softrdma perf | ib_write_bw (drop-in) | UCX tcp | UCX sm | iperf3 | memcpy | two-core ring | ÷ UCX tcp | ÷ UCX sm | ÷ iperf3 | ÷ memcpy | ÷ ring |"
+  echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|"
   for b in "${sizes[@]}"; do
     w=$(m softrdma write_bw "$b")
-    echo "| $(human "$b") | $(v softrdma write_bw "$b") | $(v perftest write_bw "$b") | $(v ucx_tcp write_bw "$b") | $(v ucx_sm write_bw "$b") | $(v tcp write_bw "$b") | $(v memcpy write_bw "$b") | $(ratio "$w" "$(m ucx_tcp write_bw "$b")") | $(ratio "$w" "$(m ucx_sm write_bw "$b")") | $(ratio "$w" "$(m tcp write_bw "$b")") | $(ratio "$w" "$(m memcpy write_bw "$b")") |"
+    echo "| $(human "$b") | $(v softrdma write_bw "$b") | $(v perftest write_bw "$b") | $(v ucx_tcp write_bw "$b") | $(v ucx_sm write_bw "$b") | $(v tcp write_bw "$b") | $(v memcpy write_bw "$b") | $(v ring write_bw "$b") | $(ratio "$w" "$(m ucx_tcp write_bw "$b")") | $(ratio "$w" "$(m ucx_sm write_bw "$b")") | $(ratio "$w" "$(m tcp write_bw "$b")") | $(ratio "$w" "$(m memcpy write_bw "$b")") | $(ratio "$w" "$(m ring write_bw "$b")") |"
   done
   echo
   echo "## RDMA READ bandwidth (MB/s, median)"

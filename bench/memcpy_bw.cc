@@ -18,23 +18,11 @@
 #include <string>
 #include <vector>
 
+#include "size_arg.h"
+
 namespace {
 
 using Clock = std::chrono::steady_clock;
-
-// "64", "4K", "1M", "256M", "1G" -> bytes; 0 on a malformed size.
-uint64_t parse_size(const std::string& s) {
-  if (s.empty()) return 0;
-  char* end = nullptr;
-  unsigned long long v = std::strtoull(s.c_str(), &end, 10);
-  if (end == s.c_str()) return 0;
-  std::string suffix(end);
-  if (suffix.empty() || suffix == "B") return v;
-  if (suffix == "K" || suffix == "k" || suffix == "KiB") return v << 10;
-  if (suffix == "M" || suffix == "m" || suffix == "MiB") return v << 20;
-  if (suffix == "G" || suffix == "g" || suffix == "GiB") return v << 30;
-  return 0;
-}
 
 // Keeps the compiler from dropping or merging copies whose destination is never read.
 inline void clobber(void* p) { asm volatile("" : : "r"(p) : "memory"); }
@@ -109,19 +97,7 @@ int main(int argc, char** argv) {
     if (i + 1 >= argc) return usage();
     std::string v = argv[++i];
     if (k == "--sizes") {
-      sizes.clear();
-      size_t pos = 0;
-      while (pos <= v.size()) {
-        size_t c = v.find(',', pos);
-        if (c == std::string::npos) c = v.size();
-        if (c > pos) {
-          uint64_t b = parse_size(v.substr(pos, c - pos));
-          if (b == 0) return usage();
-          sizes.push_back(b);
-        }
-        pos = c + 1;
-      }
-      if (sizes.empty()) return usage();
+      if (!softrdma::bench::parse_size_list(v, &sizes)) return usage();
     } else if (k == "--seconds") {
       seconds = std::strtod(v.c_str(), nullptr);
       if (!(seconds > 0)) return usage();
