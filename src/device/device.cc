@@ -463,6 +463,7 @@ int Device::modify_srq_limit(Srq* srq, uint32_t limit) {
 
 transport::DeviceCounters Device::counters() {
   std::lock_guard<std::mutex> g(engine_->mutex());
+  engine_->publish_link_counters();
   return engine_->counters();
 }
 

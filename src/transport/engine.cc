@@ -161,6 +161,16 @@ void Engine::publish_link_counters() {
   counters_->link_shm_rx_frames = l.shm_rx_frames;
 }
 
+// Adding up the link's counters waits for a pass that received nothing, or every 64th pass: after
+// a pass that received frames the application is about to look for its completions, and after a
+// kick it is about to post the next request (10 % of the same-host 8 B message rate).
+void Engine::publish_link_counters_when(bool idle) {
+  if (idle || ++counter_passes_ >= 64) {
+    publish_link_counters();
+    counter_passes_ = 0;
+  }
+}
+
 void Engine::complete(queue::CompletionQueue* cq, const Wc& wc, bool solicited) { cq->push(wc, solicited); }
 
 void Engine::set_error(Qp& qp) {
@@ -254,7 +264,7 @@ void Engine::kick(Qp* qp) {
   if (qp->has_send_work() || qp->error_pending) activate(*qp);
   release_held_acks();  // after the reply: a shorter last frame joins its GSO group
   tx_flush();
-  publish_link_counters();
+  publish_link_counters_when(false);
   in_pass_ = false;
 }
 
@@ -305,12 +315,14 @@ uint64_t Engine::progress(bool hold_acks) {
   release_held_acks();  // the application came back without replying on their QPs
   hold_acks_ = hold_acks;
   uint32_t budget = cfg_.rx_budget;
+  size_t received = 0;
   while (budget > 0) {
     size_t want = std::min<size_t>(rx_.size(), budget);
     size_t n = link_->recv(rx_.data(), want);
     // The frames' bytes are the link's until the next recv(): each is handled completely here.
     for (size_t i = 0; i < n; ++i) receive(rx_[i]);
     if (n > 0) link_moved_ = true;
+    received += n;
     budget -= static_cast<uint32_t>(n);
     if (n < want) break;
   }
@@ -335,7 +347,7 @@ uint64_t Engine::progress(bool hold_acks) {
   if (ack_hold_deadline_ != 0 && (next == 0 || ack_hold_deadline_ < next)) next = ack_hold_deadline_;
   earliest_timer_ = next;
   tx_flush();
-  publish_link_counters();
+  publish_link_counters_when(received == 0);
   in_pass_ = false;
   return next;
 }

@@ -122,6 +122,9 @@ class Engine {
   // The time for arming timers: read once per pass (progress, kick) instead of once per ACK,
   // a clock read per packet being a measurable share of a bulk transfer; outside a pass, now.
   uint64_t now() const { return in_pass_ ? pass_now_ : now_ns(); }
+  // Copies the link's counters into counters() if frames moved since the last copy (passes do it
+  // when the application is not waiting; a reader that wants them exact calls this first).
+  void publish_link_counters();
   // When the last pass started (progress or kick).
   uint64_t pass_time() const { return pass_now_; }
 
@@ -130,7 +133,7 @@ class Engine {
   void run_timers(uint64_t now, uint64_t* next);
   void run_send(Qp& qp);
   void flush_errors(Qp& qp);
-  void publish_link_counters();
+  void publish_link_counters_when(bool idle);
 
   std::mutex mu_;
   std::unique_ptr<link::Link> link_;
@@ -153,6 +156,7 @@ class Engine {
   bool hold_acks_ = false;
   bool in_pass_ = false;
   bool link_moved_ = false;  // this pass sent or received frames: publish the link's counters
+  uint32_t counter_passes_ = 0;  // busy passes since the link's counters were published
   uint64_t pass_now_ = 0;
   void begin_pass() {
     pass_now_ = now_ns();
