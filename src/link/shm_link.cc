@@ -11,6 +11,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <bit>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -20,7 +21,7 @@ namespace softrdma::link {
 namespace {
 
 constexpr uint64_t kMagic = 0x31534d4853524f53ull;  // "SORSHMS1"
-constexpr uint32_t kVersion = 1;
+constexpr uint32_t kVersion = 2;
 constexpr uint32_t kAlign = 64;
 constexpr uint32_t kSkip = 0xffffffffu;  // record marker: the rest of the ring is unused, wrap
 constexpr uint8_t kDoorbell[8] = {'S', 'R', 'D', 'M', 'A', 'D', 'B', 0};
@@ -82,6 +83,8 @@ struct ShmLink::Ring {
   alignas(64) uint8_t data[kRingBytes];
 };
 
+static_assert(ShmLink::kRings < 32, "ring sets are 32-bit masks");
+
 struct ShmLink::Area {
   std::atomic<uint64_t> magic;  // kMagic once initialized
   uint32_t version;
@@ -93,6 +96,9 @@ struct ShmLink::Area {
   uint16_t port;
   alignas(64) std::atomic<uint32_t> closed;
   alignas(64) std::atomic<uint32_t> sleeping;  // 0 awake, 1 may sleep, 2 doorbell sent
+  // Bit i: ring i has had a sender (set by the sender before its first record, never cleared),
+  // so that each receive looks at the rings in use, not at all of them.
+  alignas(64) std::atomic<uint32_t> claimed;
   alignas(64) Ring ring[kRings];
 };
 
@@ -275,6 +281,7 @@ void ShmLink::open_peer(Peer& p) {
       break;  // UDP for this destination
     }
     ::close(fd);
+    a->claimed.fetch_or(1u << i, std::memory_order_seq_cst);
     p.area = a;
     p.map_len = sizeof(Area);
     p.ring = &r;
@@ -447,8 +454,11 @@ size_t ShmLink::drain_rings(RxFrame* frames, size_t n) {
   if (area_ == nullptr) return 0;
   size_t done = 0;
   const IpAddr me = udp_->local().ip;
-  for (uint32_t k = 0; k < kRings && done < n; ++k) {
-    const uint32_t ri = (next_ring_ + k) % kRings;
+  const uint32_t claimed = area_->claimed.load(std::memory_order_acquire);
+  // The claimed rings from next_ring_ on, then the ones before it (each gets to go first in turn).
+  const uint32_t order = uint32_t((uint64_t(claimed) | (uint64_t(claimed) << kRings)) >> next_ring_);
+  for (uint32_t left = order & ((1u << kRings) - 1); left != 0 && done < n; left &= left - 1) {
+    const uint32_t ri = (next_ring_ + uint32_t(std::countr_zero(left))) % kRings;
     Ring& r = area_->ring[ri];
     uint64_t pos = rpos_[ri].load(std::memory_order_relaxed);
     const uint64_t head = r.head.load(std::memory_order_acquire);
@@ -502,7 +512,8 @@ bool ShmLink::rings_have_data() const {
 size_t ShmLink::recv(RxFrame* frames, size_t n) {
   if (area_ != nullptr) {
     // The frames handed out by the previous call are done with: give their space back.
-    for (uint32_t i = 0; i < kRings; ++i) {
+    for (uint32_t left = area_->claimed.load(std::memory_order_relaxed); left != 0; left &= left - 1) {
+      const auto i = uint32_t(std::countr_zero(left));
       const uint64_t pos = rpos_[i].load(std::memory_order_relaxed);
       if (released_[i] != pos) {
         area_->ring[i].tail.store(pos, std::memory_order_release);

@@ -7,7 +7,8 @@
 // its own effective uid or is open to group/others (so neither root nor a user who pre-created a file under
 // someone else's name gets frames through it). The area holds kRings single-producer/single-consumer byte
 // rings. A sender claims one ring per destination with a CAS of the ring's owner word from 0 (or from an
-// owner whose pid is dead) to (pid << 32 | link serial), and gives it back when the link closes.
+// owner whose pid is dead) to (pid << 32 | link serial), and gives it back when the link closes;
+// it also sets the ring's bit in the area's `claimed` word, and receivers look only at those rings.
 //
 // Frames. A ring record is a small header (frame length, the sender's endpoint, flags) and the
 // frame's bytes: exactly the UDP payload the socket would have carried, BTH .. ICRC. Memory does

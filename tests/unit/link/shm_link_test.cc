@@ -92,6 +92,38 @@ TEST(ShmLink, FramesGoThroughTheRingIntact) {
   EXPECT_EQ(b->counters().rx_frames, kFrames);
 }
 
+// Each sender has a ring of its own; the receiver looks at the rings senders have claimed, so a
+// sender that arrives while the receiver is already polling, and one that takes over the ring a
+// closed sender gave back, must both get through, each in its own order.
+TEST(ShmLink, SendersThatArriveLaterAreHeard) {
+  auto b = open_shm();
+  ASSERT_TRUE(b);
+  std::vector<std::unique_ptr<ShmLink>> senders;
+  std::vector<Endpoint> from;
+  std::vector<std::vector<uint8_t>> got;
+  auto send_round = [&](uint32_t round) {
+    for (size_t s = 0; s < senders.size(); ++s) {
+      auto f = frame_bytes(uint32_t(round * 100 + s), 64 + s);
+      TxFrame t = make_tx(b->local(), f, 1);
+      ASSERT_EQ(1u, senders[s]->send(&t, 1)) << "sender " << s;
+      auto one = recv_n(*b, 1, &from);
+      ASSERT_EQ(one.size(), 1u) << "round " << round << ", sender " << s;
+      EXPECT_EQ(one[0], f);
+      EXPECT_EQ(from.back(), senders[s]->local());
+    }
+  };
+  for (uint32_t round = 0; round < 4; ++round) {
+    senders.push_back(open_shm());  // a new sender while b polls
+    ASSERT_TRUE(senders.back());
+    send_round(round);
+  }
+  senders.erase(senders.begin());  // gives its ring back...
+  senders.push_back(open_shm());   // ... which the next sender may take
+  ASSERT_TRUE(senders.back());
+  send_round(9);
+  for (auto& s : senders) EXPECT_EQ(s->udp().counters().tx_frames, 0u) << "every frame through a ring";
+}
+
 TEST(ShmLink, SleepingReceiverIsWokenThroughItsSocket) {
   auto a = open_shm(), b = open_shm();
   ASSERT_TRUE(a && b);
