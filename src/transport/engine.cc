@@ -283,30 +283,38 @@ void Engine::release_held_acks() {
 }
 
 void Engine::run_timers(uint64_t now, uint64_t* next) {
-  auto earliest = [&](uint64_t t) {
-    if (t != 0 && (*next == 0 || t < *next)) *next = t;
+  auto earliest = [](uint64_t* at, uint64_t t) {
+    if (t != 0 && (*at == 0 || t < *at)) *at = t;
   };
-  size_t keep = 0;
-  for (size_t i = 0; i < timer_qps_.size(); ++i) {
-    Qp* qp = timer_qps_[i];
-    if (qp->comp.retry_deadline != 0 && now >= qp->comp.retry_deadline) {
-      completer_timeout(*this, *qp, now);
-      run_send(*qp);  // the retransmission (or the error completion) goes out now
+  // The QPs' timers are looked at once the earliest of them may be due: qp_timer_due_ is never
+  // later than any armed deadline (note_timer lowers it; a deadline that moved later or was
+  // disarmed only makes this look early), so most passes skip the list.
+  if (qp_timer_due_ != 0 && now >= qp_timer_due_) {
+    uint64_t due = 0;
+    size_t keep = 0;
+    for (size_t i = 0; i < timer_qps_.size(); ++i) {  // grows if a retransmission arms a timer
+      Qp* qp = timer_qps_[i];
+      if (qp->comp.retry_deadline != 0 && now >= qp->comp.retry_deadline) {
+        completer_timeout(*this, *qp, now);
+        run_send(*qp);  // the retransmission (or the error completion) goes out now
+      }
+      if (qp->req.rnr_wait && now >= qp->req.rnr_deadline) {
+        qp->req.rnr_wait = false;
+        run_send(*qp);
+      }
+      earliest(&due, qp->comp.retry_deadline);
+      if (qp->req.rnr_wait) earliest(&due, qp->req.rnr_deadline);
+      bool armed = qp->comp.retry_deadline != 0 || qp->req.rnr_wait;
+      if (armed)
+        timer_qps_[keep++] = qp;
+      else
+        qp->on_timer_list = false;
     }
-    if (qp->req.rnr_wait && now >= qp->req.rnr_deadline) {
-      qp->req.rnr_wait = false;
-      run_send(*qp);
-    }
-    earliest(qp->comp.retry_deadline);
-    if (qp->req.rnr_wait) earliest(qp->req.rnr_deadline);
-    bool armed = qp->comp.retry_deadline != 0 || qp->req.rnr_wait;
-    if (armed)
-      timer_qps_[keep++] = qp;
-    else
-      qp->on_timer_list = false;
+    timer_qps_.resize(keep);
+    qp_timer_due_ = due;  // every armed deadline is on a listed QP, those armed just now too
   }
-  timer_qps_.resize(keep);
-  earliest(link_->service(now));
+  earliest(next, qp_timer_due_);
+  earliest(next, link_->service(now));
   earliest_timer_ = *next;
 }
 
@@ -328,7 +336,8 @@ uint64_t Engine::progress(bool hold_acks) {
   }
   // Everything the received packets made due (ACKs, READ responses, window space) goes out in
   // this pass, batched with the requests posted meanwhile.
-  if (doorbell_any_.exchange(false, std::memory_order_acquire)) {
+  // A plain load first: the exchange is a locked instruction, and most passes find no doorbell.
+  if (doorbell_any_.load(std::memory_order_relaxed) && doorbell_any_.exchange(false, std::memory_order_acquire)) {
     for (Qp* qp : qps_)
       if (qp->doorbell.exchange(false, std::memory_order_relaxed)) activate(*qp);
   }

@@ -101,6 +101,7 @@ class Engine {
   void note_timer(Qp& qp, uint64_t deadline) {
     if (deadline == 0) return;
     if (earliest_timer_ == 0 || deadline < earliest_timer_) earliest_timer_ = deadline;
+    if (qp_timer_due_ == 0 || deadline < qp_timer_due_) qp_timer_due_ = deadline;
     if (!qp.on_timer_list) {
       qp.on_timer_list = true;
       timer_qps_.push_back(&qp);
@@ -147,6 +148,7 @@ class Engine {
   QpStatsSlot* qp_slots_;
 
   uint64_t earliest_timer_ = 0;
+  uint64_t qp_timer_due_ = 0;  // no later than the earliest deadline of timer_qps_ (0: none armed)
   // ACKs held for the application's reply (progress(hold_acks)); sent at the next entry.
   static constexpr size_t kMaxHeldAcks = 256;
   // A bound for an application that stops entering: longer than the device thread's longest
