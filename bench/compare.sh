@@ -386,22 +386,29 @@ tcp_lat() {
   record tcp_block send_lat "$b" "$rep" "$(awk '$1 == "tcp_lat_median_us" { print $2 }' "$logf")"
 }
 
-# ---- memcpy ------------------------------------------------------------------------------------
-memcpy_run() {
-  local rep=$1 list
-  list=$(IFS=,; echo "${sizes[*]},268435456")
-  local logf=$logs/memcpy.r$rep.log secs=0.3
-  [[ $quick == 1 ]] && secs=0.1
-  start_timed "$logf" "$work/memcpy.cpu" "$memcpy_bw" --sizes "$list" --seconds "$secs"
+# ---- memcpy and the two-core probe: one process each -------------------------------------------
+# run_probe LOGF NAME CMD...: CMD to LOGF under the timeout; non-zero (and a failure logged) if it failed
+run_probe() {
+  local logf=$1 name=$2
+  shift 2
+  start_timed "$logf" "$work/$name.cpu" "$@"
   client_pid=$STARTED
   wait "$client_pid"
   local rc=$?
   client_pid=""
   if ((rc != 0)); then
-    log "FAILED memcpy_bw (exit $rc; $logf)"
+    log "FAILED $name (exit $rc; $logf)"
     failures=$((failures + 1))
-    return
   fi
+  return "$rc"
+}
+
+memcpy_run() {
+  local rep=$1 list
+  list=$(IFS=,; echo "${sizes[*]},268435456")
+  local logf=$logs/memcpy.r$rep.log secs=0.3
+  [[ $quick == 1 ]] && secs=0.1
+  run_probe "$logf" memcpy_bw "$memcpy_bw" --sizes "$list" --seconds "$secs" || return
   # bytes iterations seconds GBps; CPU = the copy time itself
   while read -r b it secs gbps; do
     [[ $b =~ ^[0-9]+$ ]] || continue
@@ -409,23 +416,13 @@ memcpy_run() {
   done <"$logf"
 }
 
-# ---- two-core probe ----------------------------------------------------------------------------
 # c2c_run REP WHEN: rows "rtt 64 ROUNDS SECONDS NS" and "ring BYTES MESSAGES SECONDS GBps"
 c2c_run() {
   local rep=$1 when=$2 list
   list=$(IFS=,; echo "${sizes[*]}")
   local logf=$logs/core_to_core.r$rep.$when.log secs=0.3
   [[ $quick == 1 ]] && secs=0.1
-  start_timed "$logf" "$work/c2c.cpu" "$core_to_core" --sizes "$list" --seconds "$secs"
-  client_pid=$STARTED
-  wait "$client_pid"
-  local rc=$?
-  client_pid=""
-  if ((rc != 0)); then
-    log "FAILED core_to_core (exit $rc; $logf)"
-    failures=$((failures + 1))
-    return
-  fi
+  run_probe "$logf" core_to_core "$core_to_core" --sizes "$list" --seconds "$secs" || return
   local test b val
   while read -r test b _ _ val; do
     case $test in

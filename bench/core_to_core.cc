@@ -29,7 +29,7 @@
 #include <thread>
 #include <vector>
 
-#include "size_arg.h"
+#include "plain_util.h"
 
 namespace {
 
@@ -58,16 +58,6 @@ void pin(int cpu) {
   CPU_ZERO(&set);
   CPU_SET(cpu, &set);
   pthread_setaffinity_np(pthread_self(), sizeof set, &set);
-}
-
-char* warm_alloc(uint64_t n) {
-  void* p = std::aligned_alloc(64, (n + 63) / 64 * 64);
-  if (p == nullptr) {
-    std::fprintf(stderr, "core_to_core: cannot allocate %llu bytes\n", static_cast<unsigned long long>(n));
-    std::exit(1);
-  }
-  std::memset(p, 0x5a, n);
-  return static_cast<char*>(p);
 }
 
 inline void clobber(void* p) { asm volatile("" : : "r"(p) : "memory"); }
@@ -107,15 +97,15 @@ void measure_rtt(int cpu_a, int cpu_b, double min_seconds) {
 // A ring of `ring_bytes / size` slots of `size` bytes (at least two).
 void measure_ring(int cpu_a, int cpu_b, uint64_t size, uint64_t ring_bytes, double min_seconds) {
   const uint64_t slots = std::max<uint64_t>(2, ring_bytes / size);
-  std::unique_ptr<char, decltype(&std::free)> ring(warm_alloc(slots * size), &std::free);
-  std::unique_ptr<char, decltype(&std::free)> src(warm_alloc(size), &std::free);
+  auto ring = softrdma::bench::warm_buffer(slots * size, "core_to_core");
+  auto src = softrdma::bench::warm_buffer(size, "core_to_core");
   alignas(64) std::atomic<uint64_t> head{0};  // messages produced
   alignas(64) std::atomic<uint64_t> tail{0};  // messages consumed
   alignas(64) std::atomic<uint64_t> end{UINT64_MAX};  // messages in the run, once the producer stops
   char* r = ring.get();
   std::thread consumer([&] {
     pin(cpu_b);
-    std::unique_ptr<char, decltype(&std::free)> dst(warm_alloc(size), &std::free);
+    auto dst = softrdma::bench::warm_buffer(size, "core_to_core");
     uint64_t t = 0;
     for (;;) {
       uint64_t h;

@@ -18,7 +18,7 @@
 #include <string>
 #include <vector>
 
-#include "size_arg.h"
+#include "plain_util.h"
 
 namespace {
 
@@ -34,18 +34,9 @@ struct Row {
 };
 
 Row measure(uint64_t size, double min_seconds) {
-  // Separate allocations, 64-byte aligned, touched before timing.
-  auto alloc = [](uint64_t n) {
-    void* p = std::aligned_alloc(64, (n + 63) / 64 * 64);
-    if (p == nullptr) {
-      std::fprintf(stderr, "memcpy_bw: cannot allocate %llu bytes\n", static_cast<unsigned long long>(n));
-      std::exit(1);
-    }
-    std::memset(p, 0x5a, n);
-    return static_cast<char*>(p);
-  };
-  std::unique_ptr<char, decltype(&std::free)> src(alloc(size), &std::free);
-  std::unique_ptr<char, decltype(&std::free)> dst(alloc(size), &std::free);
+  // Separate allocations, touched before timing.
+  auto src = softrdma::bench::warm_buffer(size, "memcpy_bw");
+  auto dst = softrdma::bench::warm_buffer(size, "memcpy_bw");
   char* s = src.get();
   char* d = dst.get();
 

@@ -1,9 +1,13 @@
-// Size arguments of the plain benchmark programs (memcpy_bw, core_to_core): "64", "4K", "1M",
-// "256M", "1G", and comma-separated lists of them.
+// What the plain benchmark programs (memcpy_bw, core_to_core; no Google Benchmark) share: size
+// arguments ("64", "4K", "1M", "256M", "1G", and comma-separated lists of them) and buffers
+// touched before timing.
 #pragma once
 
 #include <cstdint>
+#include <cstdio>
 #include <cstdlib>
+#include <cstring>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -38,6 +42,20 @@ inline bool parse_size_list(const std::string& v, std::vector<uint64_t>* out) {
     pos = c + 1;
   }
   return !out->empty();
+}
+
+using Buffer = std::unique_ptr<char, decltype(&std::free)>;
+
+// n bytes, 64-byte aligned, written once (no page faults in the timed loop); exits if there is
+// no memory, naming the program.
+inline Buffer warm_buffer(uint64_t n, const char* program) {
+  void* p = std::aligned_alloc(64, (n + 63) / 64 * 64);
+  if (p == nullptr) {
+    std::fprintf(stderr, "%s: cannot allocate %llu bytes\n", program, static_cast<unsigned long long>(n));
+    std::exit(1);
+  }
+  std::memset(p, 0x5a, n);
+  return Buffer(static_cast<char*>(p), &std::free);
 }
 
 }  // namespace softrdma::bench
