@@ -163,7 +163,7 @@ void Engine::publish_link_counters() {
 
 // Adding up the link's counters waits for a pass that received nothing, or every 64th pass: after
 // a pass that received frames the application is about to look for its completions, and after a
-// kick it is about to post the next request (10 % of the same-host 8 B message rate).
+// kick it is about to post the next request (up to 10 % of the same-host 8 B message rate).
 void Engine::publish_link_counters_when(bool idle) {
   if (idle || ++counter_passes_ >= 64) {
     publish_link_counters();
