@@ -152,7 +152,10 @@ void Device::try_progress() {
     last_app_poll_.store(transport::now_ns(), std::memory_order_relaxed);
     return;
   }
-  pending_.store(false, std::memory_order_seq_cst);
+  // This pass does what a poster that lost the lock asked for. The flag is mostly clear, and a
+  // store to it is a locked instruction: store only if set (one set after the load makes
+  // after_unlock run one more pass, as it would anyway).
+  if (pending_.load(std::memory_order_relaxed)) pending_.store(false, std::memory_order_seq_cst);
   engine_->progress(/*hold_acks=*/true);  // the application polls: it may reply at once
   last_app_poll_.store(engine_->pass_time(), std::memory_order_relaxed);  // no second clock read
   after_progress();
