@@ -653,7 +653,7 @@ report=$out/compare.md
   fi
   echo "- tools: $([[ $have_ucx == 1 ]] && ucx_info -v 2>/dev/null | awk '/Version/ { printf "UCX %s", $3 }' || echo 'UCX n/a'), $([[ $have_iperf == 1 ]] && iperf3 -v 2>/dev/null | awk 'NR == 1 { print $1, $2 }' || echo 'iperf3 n/a'), perftest $(dpkg-query -W -f='${Version}' perftest 2>/dev/null || echo n/a); UCX shared memory = UCX_TLS=$ucx_sm_tls"
   if [[ -n ${MED[host,c2c_rtt_ns,64]:-} ]]; then
-    echo "- core-to-core round trip (bench/core_to_core, start and end of each repetition), ns: $(awk -F, '$1 == "host" && $2 == "c2c_rtt_ns" { printf "%s%s %s", sep, $4, $5; sep = ", " }' "$raw"). Tens of ns: the two CPUs share a core complex; hundreds: they do not, and same-host figures drop with it"
+    echo "- core-to-core round trip (bench/core_to_core, start and end of each repetition), ns: $(awk -F, '$1 == "host" && $2 == "c2c_rtt_ns" { printf "%s%s %s", sep, $4, $5; sep = ", " }' "$raw"). Tens of ns: the two CPUs share a core complex; hundreds: they do not, and same-host figures drop with it (the two-core ring rows show whether the caches were quiet too)"
   fi
   echo "- loopback only: servers on $SA, clients on $CA where the tool can bind (softrdma perf, perftest via \`softrdma run --addr\`, iperf3); UCX's servers listen on every address"
   echo
