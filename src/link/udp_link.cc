@@ -430,19 +430,20 @@ size_t UdpLink::recv(RxFrame* frames, size_t n) {
   static_assert(kRxSlots <= 64, "slot sets are 64-bit masks");
   static_assert(kBatch <= kRxSlots);
   uint64_t used = 0;  // slots that frames handed out by this call point into
-  bool drained = false;
+  bool last = false;  // no more receives in this call
   size_t done = 0;
   for (;;) {
     done += take_pending(frames + done, n - done, &used);
-    if (done == n || drained) break;
+    if (done == n || last) break;
     // Nothing pending: receive into slots this call has not handed out. A coalesced receive
     // brings several frames: ask for about as many datagrams as make the frames the caller
     // wants, going by the last receive (more would only wait in the link, out of the cache).
     const size_t per = rx_frames_per_msg_;
     const size_t want = std::min((n - done + per - 1) / per, kBatch);
+    const size_t ask = std::min(want, rx_ask_);
     size_t m = 0;
     constexpr uint64_t kAll = kRxSlots == 64 ? ~uint64_t{0} : (uint64_t{1} << kRxSlots) - 1;
-    for (uint64_t free = ~used & kAll; free != 0 && m < want; free &= free - 1) {
+    for (uint64_t free = ~used & kAll; free != 0 && m < ask; free &= free - 1) {
       const auto slot = static_cast<uint32_t>(std::countr_zero(free));
       rx_msg_slot_[m] = slot;
       rx_iov_[m].iov_base = slot_buf(slot);
@@ -456,11 +457,23 @@ size_t UdpLink::recv(RxFrame* frames, size_t n) {
     if (m == 0) break;
     int r = ::recvmmsg(fd_, rx_msgs_, static_cast<unsigned>(m), MSG_DONTWAIT | MSG_TRUNC, nullptr);
     if (r < 0 && errno == EINTR) continue;
-    if (r <= 0) break;  // EAGAIN, or a pending socket error: nothing to deliver now
+    if (r <= 0) {  // EAGAIN, or a pending socket error: nothing to deliver now
+      rx_filled_ = false;
+      break;
+    }
     size_t frames = 0;
     for (int i = 0; i < r; ++i) frames += parse_rx(size_t(i), rx_msg_slot_[i]);
     rx_frames_per_msg_ = static_cast<uint32_t>(std::max<size_t>(1, frames / size_t(r)));
-    drained = static_cast<size_t>(r) < m;  // socket drained
+    const auto got = static_cast<size_t>(r);
+    if (rx_filled_) rx_ask_ = kBatch;  // a backlog: take it in as few calls as it allows
+    rx_filled_ = false;
+    if (got < m) {  // the socket ran dry
+      rx_ask_ = got;
+      last = true;
+    } else if (m < want) {
+      rx_filled_ = true;  // stop here: another try now is what a lone message would pay for
+      last = true;
+    }
   }
   return done;
 }

@@ -92,7 +92,9 @@ class UdpLink final : public Link {
   // frames as without GSO. Returns the number of whole frames handed over (or dropped as errors).
   size_t send(const TxFrame* frames, size_t n) override;
   // A truncated frame has truncated=true, len = its real size and cap = the bytes that did fit.
-  // Returns fewer than n only when nothing more is waiting, or when n exceeds kRxSlots.
+  // Returns fewer than n when nothing more is waiting, when n exceeds kRxSlots, or when the
+  // receive size learned from the traffic (rx_ask_) was reached: then more may wait in the
+  // socket, which stays readable for the next call.
   size_t recv(RxFrame* frames, size_t n) override;
   int fd() const override { return fd_; }
   // Frames of a coalesced receive still waiting in the link do not make fd() readable: while
@@ -177,6 +179,12 @@ class UdpLink final : public Link {
   RxDatagram pending_[kRxSlots];       // FIFO ring
   size_t pending_head_ = 0, pending_count_ = 0;
   uint32_t rx_frames_per_msg_ = 1;  // of the last receive call: sizes the next recvmmsg
+  // Datagrams one recvmmsg asks for. A recvmmsg that gets fewer than it asked for tries once
+  // more before it returns, a failed receive of a few hundred ns on the path of every reply
+  // when messages come one at a time: so ask for as many as came last time the socket ran dry,
+  // and for a full batch once a call that got all it asked for is followed by one that finds more.
+  size_t rx_ask_ = kBatch;
+  bool rx_filled_ = false;  // the last recvmmsg got all it asked for, and fewer than wanted
 };
 
 }  // namespace softrdma::link

@@ -75,6 +75,41 @@ TEST(UdpLink, EphemeralPortsExchangeMultiPartBatches) {
   EXPECT_EQ(back[0].src, b->local());
 }
 
+// Messages that come one at a time are received with one try each (a recvmmsg that asks for
+// more tries again before it returns); a backlog is then taken in whole batches. Nothing is
+// lost or reordered while the receive size changes.
+TEST(UdpLink, ReceiveSizeFollowsTheTraffic) {
+  auto a = must_open(ep("127.0.0.2", 0));
+  auto b = must_open(ep("127.0.0.3", 0));
+  ASSERT_TRUE(a && b);
+  for (uint32_t i = 0; i < 3; ++i) {  // lone datagrams: the socket runs dry after each
+    send_batch(*a, b->local(), i, 1, 64, 1);
+    auto got = recv_frames(*b, 1, 2000);
+    ASSERT_EQ(got.size(), 1u);
+    EXPECT_EQ(got[0].bytes, frame_bytes(i, 64));
+    RxFrame rx[4];
+    EXPECT_EQ(b->recv(rx, 4), 0u);  // a poller looks again and finds nothing
+  }
+  // 40 datagrams wait (one send each, so none is a GSO group).
+  for (uint32_t i = 0; i < 40; ++i) send_batch(*a, b->local(), 100 + i, 1, 64, 1);
+  std::vector<size_t> per_call;
+  std::vector<std::vector<uint8_t>> got;
+  for (int calls = 0; calls < 100 && got.size() < 40; ++calls) {
+    RxFrame rx[64];
+    const size_t n = b->recv(rx, 64);
+    if (n == 0) continue;
+    per_call.push_back(n);
+    for (size_t i = 0; i < n; ++i) got.emplace_back(rx[i].buf, rx[i].buf + rx[i].len);
+  }
+  ASSERT_EQ(got.size(), 40u);
+  for (uint32_t i = 0; i < 40; ++i) EXPECT_EQ(got[i], frame_bytes(100 + i, 64)) << i;
+  // One per call while the link still expects lone messages, then the rest at once.
+  EXPECT_EQ(per_call, (std::vector<size_t>{1, 1, 38}));
+  RxFrame rx[64];
+  EXPECT_EQ(b->recv(rx, 64), 0u);
+  EXPECT_EQ(b->counters().rx_frames, 43u);
+}
+
 TEST(UdpLink, SameFixedPortOnTwoLoopbackAddresses) {
   auto a = must_open(ep("127.0.0.2", 0));
   ASSERT_TRUE(a);
