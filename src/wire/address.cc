@@ -13,8 +13,6 @@ constexpr uint8_t kV4MappedPrefix[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xf
 
 }  // namespace
 
-bool IpAddr::is_v4() const { return std::memcmp(bytes.data(), kV4MappedPrefix, sizeof kV4MappedPrefix) == 0; }
-
 uint32_t IpAddr::v4_be() const {
   uint32_t v;
   std::memcpy(&v, bytes.data() + 12, 4);  // bytes are already in network order
