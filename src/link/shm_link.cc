@@ -28,9 +28,12 @@ constexpr uint8_t kDoorbell[8] = {'S', 'R', 'D', 'M', 'A', 'D', 'B', 0};
 
 std::atomic<uint32_t> g_serial{0};
 
-uint64_t mono_ns() {
+// For the path re-checks (kRetryNs) and the table's least-recently-used order: a tick's
+// precision is plenty, and the coarse clock costs a fifth of the precise one (5 against 23 ns
+// here), read on every send.
+uint64_t coarse_ns() {
   timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
+  clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
   return uint64_t(ts.tv_sec) * 1'000'000'000ull + uint64_t(ts.tv_nsec);
 }
 
@@ -390,7 +393,7 @@ void ShmLink::publish(Peer& p) {
 }
 
 size_t ShmLink::send(const TxFrame* frames, size_t n) {
-  const uint64_t now = mono_ns();
+  const uint64_t now = coarse_ns();
   size_t done = 0;
   while (done < n) {
     // A run of frames to UDP destinations goes to the socket in one call (keeps GSO batches).
