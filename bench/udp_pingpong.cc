@@ -1,0 +1,178 @@
+// The floor under softrdma's UDP link: a ping-pong of plain UDP datagrams over loopback, with the
+// socket options the link uses, busy-polled on both ends. Independent of softrdma.
+//
+//   udp_pingpong [--iters 20000] [--pair 0|1] [--batch 1] [--connect 0|1] [--addr 127.0.0.50]
+//
+// One process, two threads (like tcp_pingpong). Each message is a 24-byte datagram (an 8-byte
+// RoCEv2 SEND: BTH, payload, ICRC). --pair 1 sends a 20-byte second frame with it as one UDP GSO
+// send, as the link sends a reply and the ACK it held for it. --batch N is the vlen of each
+// recvmmsg (a call that asks for more than it finds tries once more before it returns).
+// --connect 1 connects the sockets: cheaper in the kernel, but a connected socket gives
+// datagrams an incrementing IPv4 ID, which the RoCEv2 ICRC covers (see udp_link.cc), so the link
+// cannot. Latency is half the round trip; output: "key value" lines.
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <netinet/udp.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdlib>
+#include <cstdio>
+#include <cstring>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+struct Options {
+  uint64_t iters = 20000;
+  bool pair = false;
+  unsigned batch = 1;
+  bool connect = false;
+  std::string addr = "127.0.0.50";
+};
+
+constexpr size_t kFrame = 24, kSecond = 20, kSlot = 65536, kMaxBatch = 64;
+
+int open_socket(const sockaddr_in& self) {
+  int fd = ::socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0) return -1;
+  const int one = 1, zero = 0, pmtu = IP_PMTUDISC_DO;
+  setsockopt(fd, IPPROTO_IP, IP_MTU_DISCOVER, &pmtu, sizeof pmtu);
+  setsockopt(fd, IPPROTO_IP, IP_PKTINFO, &one, sizeof one);
+  setsockopt(fd, SOL_UDP, UDP_SEGMENT, &zero, sizeof zero);
+  setsockopt(fd, SOL_UDP, UDP_GRO, &one, sizeof one);
+  if (::bind(fd, reinterpret_cast<const sockaddr*>(&self), sizeof self) != 0) {
+    ::close(fd);
+    return -1;
+  }
+  return fd;
+}
+
+// One end: sends to `to` and receives into its own buffers.
+class End {
+ public:
+  End(int fd, const sockaddr_in& to, const Options& o) : fd_(fd), to_(to), o_(o), rx_(kMaxBatch * kSlot) {}
+
+  bool send() {
+    iovec iov[2] = {{tx_, kFrame}, {tx_ + kFrame, kSecond}};
+    msghdr h{};
+    h.msg_iov = iov;
+    h.msg_iovlen = o_.pair ? 2 : 1;
+    if (!o_.connect) {
+      h.msg_name = &to_;
+      h.msg_namelen = sizeof to_;
+    }
+    alignas(cmsghdr) unsigned char ctrl[CMSG_SPACE(sizeof(uint16_t))] = {};
+    if (o_.pair) {
+      h.msg_control = ctrl;
+      h.msg_controllen = sizeof ctrl;
+      cmsghdr* c = CMSG_FIRSTHDR(&h);
+      c->cmsg_level = SOL_UDP;
+      c->cmsg_type = UDP_SEGMENT;
+      c->cmsg_len = CMSG_LEN(sizeof(uint16_t));
+      const uint16_t seg = kFrame;
+      std::memcpy(CMSG_DATA(c), &seg, sizeof seg);
+    }
+    return ::sendmsg(fd_, &h, 0) == static_cast<ssize_t>(kFrame + (o_.pair ? kSecond : 0));
+  }
+
+  // Spins until a datagram arrives.
+  void receive() {
+    mmsghdr m[kMaxBatch];
+    iovec iov[kMaxBatch];
+    sockaddr_storage from[kMaxBatch];
+    alignas(cmsghdr) unsigned char ctrl[kMaxBatch][64];
+    for (;;) {
+      for (unsigned i = 0; i < o_.batch; ++i) {
+        iov[i] = {rx_.data() + i * kSlot, kSlot};
+        m[i].msg_hdr = msghdr{};
+        m[i].msg_hdr.msg_iov = &iov[i];
+        m[i].msg_hdr.msg_iovlen = 1;
+        m[i].msg_hdr.msg_name = &from[i];
+        m[i].msg_hdr.msg_namelen = sizeof from[i];
+        m[i].msg_hdr.msg_control = ctrl[i];
+        m[i].msg_hdr.msg_controllen = sizeof ctrl[i];
+      }
+      if (::recvmmsg(fd_, m, o_.batch, MSG_DONTWAIT | MSG_TRUNC, nullptr) > 0) return;
+    }
+  }
+
+ private:
+  int fd_;
+  sockaddr_in to_;
+  const Options& o_;
+  unsigned char tx_[kFrame + kSecond] = {};
+  std::vector<unsigned char> rx_;
+};
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  Options o;
+  for (int i = 1; i + 1 < argc; i += 2) {
+    const std::string k = argv[i], v = argv[i + 1];
+    if (k == "--iters") o.iters = std::stoull(v);
+    else if (k == "--pair") o.pair = v != "0";
+    else if (k == "--batch") o.batch = static_cast<unsigned>(std::clamp<unsigned long>(std::stoul(v), 1, kMaxBatch));
+    else if (k == "--connect") o.connect = v != "0";
+    else if (k == "--addr") o.addr = v;
+    else {
+      std::fprintf(stderr, "usage: udp_pingpong [--iters N] [--pair 0|1] [--batch N] [--connect 0|1] [--addr A]\n");
+      return 2;
+    }
+  }
+  sockaddr_in a{}, b{};
+  a.sin_family = b.sin_family = AF_INET;
+  if (inet_pton(AF_INET, o.addr.c_str(), &a.sin_addr) != 1) {
+    std::fprintf(stderr, "udp_pingpong: bad --addr\n");
+    return 2;
+  }
+  b.sin_addr = a.sin_addr;
+  const int fa = open_socket(a), fb = open_socket(b);  // ephemeral ports on one address
+  socklen_t len = sizeof a;
+  if (fa < 0 || fb < 0 || getsockname(fa, reinterpret_cast<sockaddr*>(&a), &len) != 0 ||
+      getsockname(fb, reinterpret_cast<sockaddr*>(&b), &len) != 0) {
+    std::perror("udp_pingpong: socket");
+    return 1;
+  }
+  if (o.connect && (::connect(fa, reinterpret_cast<sockaddr*>(&b), sizeof b) != 0 ||
+                    ::connect(fb, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0)) {
+    std::perror("udp_pingpong: connect");
+    return 1;
+  }
+  const uint64_t warm = std::min<uint64_t>(o.iters / 10 + 1, 1000), total = o.iters + warm;
+  std::thread echo([&] {
+    End e(fb, a, o);
+    for (uint64_t i = 0; i < total; ++i) {
+      e.receive();
+      e.send();
+    }
+  });
+  End me(fa, b, o);
+  std::vector<double> s;
+  s.reserve(o.iters);
+  for (uint64_t i = 0; i < total; ++i) {
+    const auto t0 = Clock::now();
+    if (!me.send()) {
+      std::perror("udp_pingpong: send");
+      std::_Exit(1);  // the echo thread waits for pings that will not come
+    }
+    me.receive();
+    const auto t1 = Clock::now();
+    if (i >= warm) s.push_back(std::chrono::duration<double, std::micro>(t1 - t0).count() / 2);
+  }
+  echo.join();
+  std::sort(s.begin(), s.end());
+  auto q = [&](double f) { return s[std::min(s.size() - 1, static_cast<size_t>(f * static_cast<double>(s.size())))]; };
+  std::printf("udp_lat_pair %d\nudp_lat_batch %u\nudp_lat_connect %d\n", o.pair ? 1 : 0, o.batch, o.connect ? 1 : 0);
+  std::printf("udp_lat_min_us %.2f\nudp_lat_median_us %.2f\nudp_lat_p99_us %.2f\n", s.front(), q(0.5), q(0.99));
+  ::close(fa);
+  ::close(fb);
+  return 0;
+}
