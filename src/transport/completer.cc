@@ -32,7 +32,7 @@ WcOpcode wc_opcode(WrOpcode o) {
 }
 
 void restart_timer(Engine& e, Qp& qp) {
-  uint64_t t = ack_timeout_ns(qp.attr.timeout);
+  uint64_t t = retry_interval(qp);
   bool outstanding = qp.comp.una_psn != qp.req.fresh_psn || qp.sq.retired() < qp.req.next;
   qp.comp.retry_deadline = (outstanding && t != 0) ? e.now() + t : 0;
   e.note_timer(qp, qp.comp.retry_deadline);
@@ -290,8 +290,31 @@ void completer_receive(Engine& e, Qp& qp, const wire::PacketView& p) {
   completer_retire(e, qp);
 }
 
+bool completer_probe(Engine& e, Qp& qp) {
+  auto& r = qp.req;
+  // Mid go-back the walk reaches the newest packet anyway, and resending it asks.
+  if (!r.tail_unasked || r.psn != r.fresh_psn || r.rnr_wait) return false;
+  uint32_t newest = psn_prev(r.fresh_psn);
+  uint64_t i;
+  if (!find_wqe(qp, newest, &i)) return false;
+  // A duplicate the responder acknowledges without executing it again; if the packet was lost
+  // this is its retransmission, and if an earlier one was, the NAK its PSN draws starts the
+  // go-back. Nothing has failed, so no retry is counted.
+  rewind(qp, newest);
+  qp.stats->ack_probes++;
+  e.activate(qp);
+  return true;
+}
+
 void completer_timeout(Engine& e, Qp& qp, uint64_t now) {
   (void)now;
+  if (completer_probe(e, qp)) {
+    // From here on an unanswered probe is a real timeout (and none, if the timeout is infinite).
+    uint64_t t = ack_timeout_ns(qp.attr.timeout);
+    qp.comp.retry_deadline = t != 0 ? e.now() + t : 0;
+    e.note_timer(qp, qp.comp.retry_deadline);
+    return;
+  }
   qp.stats->timeouts++;
   if (qp.comp.retry_left == 0) {
     qp.comp.retry_deadline = 0;

@@ -63,7 +63,8 @@ namespace softrdma::transport {
   X(one_touch_refused, "second accesses to a one-touch entry refused")            \
   X(page_faults, "on-demand pages the responder had brought in")                  \
   X(page_fault_naks_sent, "RNR NAKs sent while on-demand pages came in")          \
-  X(page_fault_pauses, "pauses for the peer's on-demand paging (no retry counted)")
+  X(page_fault_pauses, "pauses for the peer's on-demand paging (no retry counted)")     \
+  X(ack_probes, "last packets sent again to ask for an ACK (no retry counted)")
 
 #define SOFTRDMA_COUNTER_FIELD(n, d) uint64_t n = 0;
 #define SOFTRDMA_COUNTER_NAME(n, d) {#n, d},

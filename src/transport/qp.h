@@ -210,6 +210,10 @@ class Qp {
     uint32_t psn = 0;       // PSN of the next packet
     uint32_t inflight_rd_atomic = 0;
     uint32_t since_ackreq = 0;
+    // The ACK is asked for only when someone waits for it (ask_for_ack in requester.cc): the
+    // newest packet ever sent did not ask, and how many messages ended since one did.
+    bool tail_unasked = false;
+    uint32_t unasked_msgs = 0;
     uint32_t fresh_psn = 0;  // one past the highest PSN ever sent; below it is a retransmission
     bool rnr_wait = false;       // paused by an RNR NAK until rnr_deadline
     uint64_t rnr_deadline = 0;

@@ -115,6 +115,32 @@ Start start(Engine& e, Qp& qp, uint64_t index, SendWqe& w) {
   return Start::kGo;
 }
 
+// Someone waits for the ACK of the message that ends with this packet: a completion is due
+// (signaled), a retransmission wants its outcome at once, half the send queue would otherwise
+// be held by messages nobody asked about (their slots free only when acknowledged), or the
+// next WQE waits for this one to retire (a local invalidation).
+bool ack_wanted(Qp& qp, uint64_t index, const SendWqe& w) {
+  const auto& r = qp.req;
+  if ((w.flags & kSignaled) || qp.sq_sig_all || psn_diff(r.psn, r.fresh_psn) < 0) return true;
+  if (r.unasked_msgs + 1 >= std::max<uint32_t>(1, qp.sq.max_wr() / 2)) return true;
+  return index + 1 < qp.sq.produced() && qp.sq.at(index + 1).opcode == WrOpcode::kLocalInv;
+}
+
+// A probe (completer_probe) or a go-back resending the newest packet ever sent always asks.
+bool resends_newest(const Qp::Requester& r) { return psn_add(r.psn, 1) == r.fresh_psn; }
+
+// Keeps the record ask_for_ack works from: whether the newest packet asked for an ACK, and
+// how many messages ended since one did.
+void note_asked(Qp::Requester& r, uint32_t last_psn, bool asked, bool message_end) {
+  if (asked) {
+    r.since_ackreq = 0;
+    r.unasked_msgs = 0;
+  } else if (message_end) {
+    r.unasked_msgs++;
+  }
+  if (psn_diff(psn_add(last_psn, 1), r.fresh_psn) >= 0) r.tail_unasked = !asked;
+}
+
 void note_sent(Qp& qp, uint32_t psn, uint32_t npsn, uint32_t payload) {
   auto& r = qp.req;
   qp.stats->tx_packets++;
@@ -149,12 +175,15 @@ bool emit_message_packet(Engine& e, Qp& qp, uint64_t index, SendWqe& w) {
   b.se = (w.flags & kSolicited) && last;
   b.dqpn = qp.type == QpType::kUd ? w.ud_qpn : qp.attr.dest_qpn;
   b.psn = r.psn;
-  // Ask for an ACK at the end of each message, every ackreq_every packets, and when the window
-  // is about to close, so the requester never waits for a timeout to learn of progress.
+  // Ask for an ACK every ackreq_every packets and when the window is about to close, so the
+  // requester never waits for a timeout to learn of progress; and at the end of a message only
+  // when something waits for its ACK (ack_wanted). A ping-pong of unsignaled SENDs then sends
+  // one ACK per 32 messages instead of a second frame with every reply.
   ++r.since_ackreq;
-  b.ackreq = rc && (last || r.since_ackreq >= e.config().ackreq_every ||
-                    psn_diff(r.psn, qp.comp.una_psn) + 1 >= static_cast<int32_t>(e.qp_window()));
-  if (b.ackreq) r.since_ackreq = 0;
+  b.ackreq = rc && (r.since_ackreq >= e.config().ackreq_every ||
+                    psn_diff(r.psn, qp.comp.una_psn) + 1 >= static_cast<int32_t>(e.qp_window()) ||
+                    (last && ack_wanted(qp, index, w)) || resends_newest(r));
+  if (rc) note_asked(r, r.psn, b.ackreq, last);
   wire::write_bth(s->hdr, b);
   if (info.has(wire::kReth)) {
     uint8_t* h = s->hdr + info.reth;
@@ -197,6 +226,7 @@ void emit_read_request(Engine& e, Qp& qp, SendWqe& w) {
   b.dqpn = qp.attr.dest_qpn;
   b.psn = psn;
   b.ackreq = true;
+  note_asked(r, psn_add(w.first_psn, w.npkts - 1), true, true);
   wire::write_bth(s->hdr, b);
   uint8_t* h = s->hdr + info.reth;
   wire::set(h, wire::reth::va, w.remote_addr + offset);
@@ -219,6 +249,7 @@ void emit_atomic(Engine& e, Qp& qp, SendWqe& w) {
   b.dqpn = qp.attr.dest_qpn;
   b.psn = r.psn;
   b.ackreq = true;
+  note_asked(r, r.psn, true, true);
   wire::write_bth(s->hdr, b);
   uint8_t* h = s->hdr + info.atmeth;
   wire::set(h, wire::atmeth::va, w.remote_addr);
@@ -235,6 +266,12 @@ void emit_atomic(Engine& e, Qp& qp, SendWqe& w) {
 }  // namespace
 
 uint64_t ack_timeout_ns(uint8_t timeout) { return timeout == 0 ? 0 : 4096ull << timeout; }
+
+uint64_t retry_interval(const Qp& qp) {
+  uint64_t t = ack_timeout_ns(qp.attr.timeout);
+  if (!qp.req.tail_unasked) return t;
+  return t == 0 ? kAckProbeNs : std::min(t, kAckProbeNs);
+}
 
 void requester_run(Engine& e, Qp& qp) {
   QpState state = qp.state.load(std::memory_order_acquire);
@@ -255,6 +292,9 @@ void requester_run(Engine& e, Qp& qp) {
     if (!w.started) {
       if (state == QpState::kSqe) break;  // drained: new WQEs are flushed, not sent
       Start st = start(e, qp, index, w);
+      // An invalidation waits for every earlier WQE to retire; if the newest packet did not
+      // ask for its ACK, it is sent again asking, and the walk goes back to send it.
+      if (st == Start::kWait && w.opcode == WrOpcode::kLocalInv && completer_probe(e, qp)) continue;
       if (st == Start::kWait || st == Start::kFailed) break;
       if (st == Start::kDone) {
         r.next++;
@@ -273,9 +313,10 @@ void requester_run(Engine& e, Qp& qp) {
     }
     sent = true;
   }
-  if (rc && sent && qp.comp.retry_deadline == 0) {
-    uint64_t t = ack_timeout_ns(qp.attr.timeout);
-    if (t != 0) {
+  if (rc && sent) {
+    // Armed at the first packet outstanding; an unasked tail brings it forward (retry_interval).
+    uint64_t t = retry_interval(qp);
+    if (t != 0 && (qp.comp.retry_deadline == 0 || (r.tail_unasked && qp.comp.retry_deadline > e.now() + t))) {
       qp.comp.retry_deadline = e.now() + t;
       e.note_timer(qp, qp.comp.retry_deadline);
     }
