@@ -318,6 +318,9 @@ class Device {
   std::atomic<bool> pending_{false};
   std::atomic<bool> stop_{false};
   std::atomic<uint64_t> thread_wakes_at_{0};  // 0 = sleeping without a deadline
+  // The thread sleeps while the application polls: the application's passes run the timers, so
+  // a timer armed meanwhile is no reason to wake it (wake_if_needed).
+  std::atomic<bool> thread_for_app_{false};
   std::atomic<uint64_t> last_app_poll_{0};  // when the application last polled an empty CQ
   // Counts the application's polls and posts (no clock read: a poll that finds completions is
   // too frequent for one). The background thread, sleeping because the application polls, stays

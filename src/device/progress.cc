@@ -74,7 +74,9 @@ void Device::thread_main() {
       uint64_t until = std::max(last_poll, now) + app_window;
       app_window = std::min(app_window * 2, kAppActiveMaxNs);
       thread_wakes_at_.store(until, std::memory_order_seq_cst);
+      thread_for_app_.store(true, std::memory_order_relaxed);
       sleep_until(until, false);
+      thread_for_app_.store(false, std::memory_order_relaxed);
       continue;
     }
     app_window = kAppActiveNs;
@@ -107,8 +109,13 @@ void Device::thread_main() {
   }
 }
 
+// Called by application threads after a pass or post. While the thread sleeps for an
+// application that polls, a new deadline does not wake it: the application's own passes run
+// the timers, and if it stops polling the thread takes over within kAppActiveMaxNs. (Waking it
+// each time re-armed its sleep past the deadline, so every poll until the deadline paid a
+// write() and a context switch: a 2 ms probe timer made ping-pong iterations 8x slower.)
 void Device::wake_if_needed() {
-  if (!thread_.joinable()) return;
+  if (!thread_.joinable() || thread_for_app_.load(std::memory_order_relaxed)) return;
   uint64_t earliest = engine_->earliest_timer();
   uint64_t wakes = thread_wakes_at_.load(std::memory_order_seq_cst);
   if (earliest != 0 && (wakes == 0 || earliest < wakes)) {

@@ -32,9 +32,20 @@ WcOpcode wc_opcode(WrOpcode o) {
 }
 
 void restart_timer(Engine& e, Qp& qp) {
-  uint64_t t = retry_interval(qp);
   bool outstanding = qp.comp.una_psn != qp.req.fresh_psn || qp.sq.retired() < qp.req.next;
-  qp.comp.retry_deadline = (outstanding && t != 0) ? e.now() + t : 0;
+  if (outstanding) {
+    arm_retry_timer(e, qp);
+  } else {
+    qp.comp.retry_deadline = 0;
+    qp.comp.probe_timer = false;
+  }
+}
+
+// The real timeout from now, whatever the tail asked.
+void arm_ack_timeout(Engine& e, Qp& qp) {
+  uint64_t t = ack_timeout_ns(qp.attr.timeout);
+  qp.comp.probe_timer = false;
+  qp.comp.retry_deadline = t != 0 ? e.now() + t : 0;
   e.note_timer(qp, qp.comp.retry_deadline);
 }
 
@@ -290,6 +301,15 @@ void completer_receive(Engine& e, Qp& qp, const wire::PacketView& p) {
   completer_retire(e, qp);
 }
 
+void arm_retry_timer(Engine& e, Qp& qp) {
+  uint64_t t = ack_timeout_ns(qp.attr.timeout);
+  bool probe = qp.req.tail_unasked && (t == 0 || t > kAckProbeNs);
+  qp.comp.probe_timer = probe;
+  if (probe) t = kAckProbeNs;
+  qp.comp.retry_deadline = t != 0 ? e.now() + t : 0;
+  e.note_timer(qp, qp.comp.retry_deadline);
+}
+
 bool completer_probe(Engine& e, Qp& qp) {
   auto& r = qp.req;
   // Mid go-back the walk reaches the newest packet anyway, and resending it asks.
@@ -308,11 +328,10 @@ bool completer_probe(Engine& e, Qp& qp) {
 
 void completer_timeout(Engine& e, Qp& qp, uint64_t now) {
   (void)now;
-  if (completer_probe(e, qp)) {
-    // From here on an unanswered probe is a real timeout (and none, if the timeout is infinite).
-    uint64_t t = ack_timeout_ns(qp.attr.timeout);
-    qp.comp.retry_deadline = t != 0 ? e.now() + t : 0;
-    e.note_timer(qp, qp.comp.retry_deadline);
+  // An unanswered probe is a timeout from here on (none, if the timeout is infinite); a probe
+  // time whose tail has asked since is not one yet either.
+  if (completer_probe(e, qp) || qp.comp.probe_timer) {
+    arm_ack_timeout(e, qp);
     return;
   }
   qp.stats->timeouts++;

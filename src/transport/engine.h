@@ -44,9 +44,6 @@ uint64_t ack_timeout_ns(uint8_t timeout);
 // its send queue slots soon after. Like the held ACK's bound (Engine::kAckHoldNs), above the
 // device thread's longest look-again interval, so it never wakes that thread on its own.
 inline constexpr uint64_t kAckProbeNs = 2'000'000;
-// When the completer's timer fires next, counted from now: the local ACK timeout, or
-// kAckProbeNs if that is sooner (or the timeout infinite) and the newest packet asked nothing.
-uint64_t retry_interval(const Qp& qp);
 
 // The transmit batch. Headers and the pad+ICRC trailer of each frame live in its slot; payload
 // parts point into registered memory (or inline data) and are read by sendmmsg directly.
@@ -205,6 +202,9 @@ void responder_run(Engine& e, Qp& qp);                               // responde
 void responder_flush_ack(Engine& e, Qp& qp);                         // responder.cc
 void completer_receive(Engine& e, Qp& qp, const wire::PacketView& p);  // completer.cc
 void completer_timeout(Engine& e, Qp& qp, uint64_t now);             // completer.cc
+// Arms the completer's timer from now: the local ACK timeout, or kAckProbeNs if that is sooner
+// (or the timeout infinite) and the newest packet asked for nothing (completer.cc).
+void arm_retry_timer(Engine& e, Qp& qp);
 // The newest packet sent asked for no ACK and one is wanted now: goes back to send it again,
 // asking. False if there is nothing to ask about (completer.cc).
 bool completer_probe(Engine& e, Qp& qp);

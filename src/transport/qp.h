@@ -223,6 +223,7 @@ class Qp {
   struct Completer {
     uint32_t una_psn = 0;    // oldest PSN not yet acknowledged
     uint64_t retry_deadline = 0;  // 0 = timer stopped
+    bool probe_timer = false;     // retry_deadline is kAckProbeNs after an unasked packet
     uint8_t retry_left = 7;
     uint8_t rnr_left = 7;
     uint32_t last_nak_psn = 0;

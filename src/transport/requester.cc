@@ -267,12 +267,6 @@ void emit_atomic(Engine& e, Qp& qp, SendWqe& w) {
 
 uint64_t ack_timeout_ns(uint8_t timeout) { return timeout == 0 ? 0 : 4096ull << timeout; }
 
-uint64_t retry_interval(const Qp& qp) {
-  uint64_t t = ack_timeout_ns(qp.attr.timeout);
-  if (!qp.req.tail_unasked) return t;
-  return t == 0 ? kAckProbeNs : std::min(t, kAckProbeNs);
-}
-
 void requester_run(Engine& e, Qp& qp) {
   QpState state = qp.state.load(std::memory_order_acquire);
   // In SQE the WQEs before the failed one are still sent (and resent) until they complete.
@@ -314,12 +308,10 @@ void requester_run(Engine& e, Qp& qp) {
     sent = true;
   }
   if (rc && sent) {
-    // Armed at the first packet outstanding; an unasked tail brings it forward (retry_interval).
-    uint64_t t = retry_interval(qp);
-    if (t != 0 && (qp.comp.retry_deadline == 0 || (r.tail_unasked && qp.comp.retry_deadline > e.now() + t))) {
-      qp.comp.retry_deadline = e.now() + t;
-      e.note_timer(qp, qp.comp.retry_deadline);
-    }
+    // Armed at the first packet outstanding; an unasked tail brings it forward to a probe.
+    if (qp.comp.retry_deadline == 0 ||
+        (r.tail_unasked && !qp.comp.probe_timer && qp.comp.retry_deadline > e.now() + kAckProbeNs))
+      arm_retry_timer(e, qp);
   }
   if (!rc || local_done) completer_retire(e, qp);
 }
