@@ -152,7 +152,7 @@ void add_perf_command(CLI::App& app) {
       ->capture_default_str();
   sub->add_option("-c,--conn", c->conn, "connection type: RC or UC (UC: SEND/WRITE, no ACKs, no retransmission)")
       ->check(CLI::IsMember({"RC", "UC"}))->capture_default_str();
-  sub->add_option("-I,--inline", o.inline_max, "send data inline up to this size")->check(CLI::Range(0, 512))
+  sub->add_option("-I,--inline", o.inline_max, "send data inline up to this size (0: never)")->check(CLI::Range(0, 512))
       ->capture_default_str();
   sub->add_option("-m,--mtu", o.mtu, "path MTU")->check(CLI::IsMember({256, 512, 1024, 2048, 4096}))
       ->capture_default_str();

@@ -63,7 +63,7 @@ struct Options {
   uint32_t post_list = 16;        // work requests chained into one post_send call
   uint32_t qps = 1;
   bool uc = false;                // unreliable connected QPs instead of RC (SEND / WRITE only)
-  uint32_t inline_max = 0;        // send data inline up to this size
+  uint32_t inline_max = 236;      // send data inline up to this size (perftest's default for SEND)
   uint32_t mtu = 4096;
   bool passive = false;           // target leaves one-sided operations to its progress thread
   bool busy_poll = false;         // devices' background threads spin (DeviceConfig::busy_poll)
