@@ -33,7 +33,10 @@ Engine::Engine(std::unique_ptr<link::Link> link, const EngineConfig& cfg, StatsA
   link_fills_icrc_ = link_->fills_icrc();
   qp_window_ = cfg_.window_packets;
   bounce_ = std::make_unique<uint8_t[]>(kTxBatch * 4096);
-  for (size_t i = 0; i < kTxBatch; ++i) tx_[i].bounce = &bounce_[i * 4096];
+  for (size_t i = 0; i < kTxBatch; ++i) {
+    tx_[i].bounce = &bounce_[i * 4096];
+    tx_[i].frame = &tx_frames_[i];
+  }
   rx_.resize(cfg_.rx_batch);  // the link points each received frame at its own buffers
 }
 
@@ -100,14 +103,14 @@ Qp* Engine::find_qp(uint32_t qpn) const {
 TxSlot* Engine::tx_begin() {
   if (tx_count_ == tx_.size()) tx_flush();
   TxSlot* s = &tx_[tx_count_];
-  s->frame.nparts = 1;  // part 0 is the header block; payload parts follow
+  s->frame->nparts = 1;  // part 0 is the header block; payload parts follow
   return s;
 }
 
 void Engine::tx_end(TxSlot* s, const wire::Endpoint& dst, uint32_t header_len, uint32_t payload_len) {
   uint8_t pad = wire::pad_for(payload_len);
   wire::set(s->hdr, wire::bth::padcnt, pad);
-  link::TxFrame& f = s->frame;
+  link::TxFrame& f = *s->frame;
   f.dst = dst;
   f.parts[0] = {s->hdr, header_len};
   std::fill_n(s->trailer, pad, 0);
@@ -134,7 +137,6 @@ void Engine::tx_flush() {
   if (tx_count_ != 0) link_moved_ = true;
   size_t done = 0;
   while (done < tx_count_) {
-    for (size_t i = done; i < tx_count_; ++i) tx_frames_[i] = tx_[i].frame;
     size_t n = link_->send(&tx_frames_[done], tx_count_ - done);
     if (n == 0) {
       // The socket is full. The frames are dropped here and recovered by the transport

@@ -50,7 +50,7 @@ inline constexpr uint64_t kAckProbeNs = 2'000'000;
 struct TxSlot {
   uint8_t hdr[64];
   uint8_t trailer[8];
-  link::TxFrame frame;
+  link::TxFrame* frame;  // its place in the batch the link sends from (no copy at flush)
   uint8_t* bounce;  // MTU-sized, for payload spread over more SGEs than a frame can gather
 };
 

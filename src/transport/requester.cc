@@ -163,11 +163,11 @@ bool emit_message_packet(Engine& e, Qp& qp, uint64_t index, SendWqe& w) {
   TxSlot* s = e.tx_begin();
   uint8_t n = 0;
   WcStatus status;
-  if (!gather(e, qp, index, r.offset, chunk, &s->frame.parts[1], link::kMaxTxParts - 2, &n, s->bounce, &status)) {
+  if (!gather(e, qp, index, r.offset, chunk, &s->frame->parts[1], link::kMaxTxParts - 2, &n, s->bounce, &status)) {
     fail(e, qp, w, status);
     return false;
   }
-  s->frame.nparts = static_cast<uint8_t>(1 + n);
+  s->frame->nparts = static_cast<uint8_t>(1 + n);
 
   bool rc = qp.type == QpType::kRc;
   wire::BthFields b;

@@ -173,10 +173,10 @@ void serve_read(Engine& e, Qp& qp, uint32_t psn, uint64_t va, uint32_t rkey, uin
     if (chunk > 0 && t.entry->implicit) {
       // The implicit region may name memory the process cannot read: copy it safely first.
       if (mem::safe_load(s->bounce, t.host, chunk) != 0) return;  // the slot stays unused
-      s->frame.parts[s->frame.nparts++] = {s->bounce, chunk};
+      s->frame->parts[s->frame->nparts++] = {s->bounce, chunk};
     } else if (chunk > 0) {
       // One part per page touched (FIG. 12): an MTU spans at most two pages.
-      s->frame.nparts += t.parts(s->frame.parts + s->frame.nparts, link::kMaxTxParts - 2);
+      s->frame->nparts += t.parts(s->frame->parts + s->frame->nparts, link::kMaxTxParts - 2);
     }
     wire::BthFields b;
     b.opcode = opcode;
