@@ -240,7 +240,7 @@ void Engine::run_send(Qp& qp) {
       qp.resp.ack_held = true;
       held_acks_.push_back(&qp);
       if (ack_hold_deadline_ == 0) {
-        ack_hold_deadline_ = pass_now_ + kAckHoldNs;
+        ack_hold_deadline_ = now() + kAckHoldNs;
         if (earliest_timer_ == 0 || ack_hold_deadline_ < earliest_timer_) earliest_timer_ = ack_hold_deadline_;
       }
     } else {
@@ -260,7 +260,7 @@ void Engine::run_send(Qp& qp) {
 }
 
 void Engine::kick(Qp* qp) {
-  begin_pass();
+  begin_pass(/*read_clock=*/false);
   qp->doorbell.store(false, std::memory_order_relaxed);
   run_send(*qp);
   if (qp->has_send_work() || qp->error_pending) activate(*qp);
