@@ -6,7 +6,8 @@
 // One process, two threads (like tcp_pingpong). Each message is a 24-byte datagram (an 8-byte
 // RoCEv2 SEND: BTH, payload, ICRC). --pair 1 sends a 20-byte second frame with it as one UDP GSO
 // send, as the link sends a reply and the ACK it held for it. --batch N is the vlen of each
-// recvmmsg (a call that asks for more than it finds tries once more before it returns).
+// recvmmsg (a call that asks for more than it finds tries once more before it returns); 0 means
+// plain recvmsg, which the link uses when it asks for one datagram.
 // --connect 1 connects the sockets: cheaper in the kernel, but a connected socket gives
 // datagrams an incrementing IPv4 ID, which the RoCEv2 ICRC covers (see udp_link.cc), so the link
 // cannot. Latency is half the round trip; output: "key value" lines.
@@ -99,6 +100,18 @@ class End {
         m[i].msg_hdr.msg_control = ctrl[i];
         m[i].msg_hdr.msg_controllen = sizeof ctrl[i];
       }
+      if (o_.batch == 0) {  // plain recvmsg: what a link asking for one datagram could call
+        iov[0] = {rx_.data(), kSlot};
+        m[0].msg_hdr = msghdr{};
+        m[0].msg_hdr.msg_iov = &iov[0];
+        m[0].msg_hdr.msg_iovlen = 1;
+        m[0].msg_hdr.msg_name = &from[0];
+        m[0].msg_hdr.msg_namelen = sizeof from[0];
+        m[0].msg_hdr.msg_control = ctrl[0];
+        m[0].msg_hdr.msg_controllen = sizeof ctrl[0];
+        if (::recvmsg(fd_, &m[0].msg_hdr, MSG_DONTWAIT | MSG_TRUNC) > 0) return;
+        continue;
+      }
       if (::recvmmsg(fd_, m, o_.batch, MSG_DONTWAIT | MSG_TRUNC, nullptr) > 0) return;
     }
   }
@@ -119,7 +132,7 @@ int main(int argc, char** argv) {
     const std::string k = argv[i], v = argv[i + 1];
     if (k == "--iters") o.iters = std::stoull(v);
     else if (k == "--pair") o.pair = v != "0";
-    else if (k == "--batch") o.batch = static_cast<unsigned>(std::clamp<unsigned long>(std::stoul(v), 1, kMaxBatch));
+    else if (k == "--batch") o.batch = static_cast<unsigned>(std::clamp<unsigned long>(std::stoul(v), 0, kMaxBatch));
     else if (k == "--connect") o.connect = v != "0";
     else if (k == "--addr") o.addr = v;
     else {
