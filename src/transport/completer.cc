@@ -80,6 +80,7 @@ void rewind(Qp& qp, uint32_t psn) {
   qp.req.offset = static_cast<uint32_t>(psn_diff(psn, w.first_psn)) * mtu;
   qp.req.psn = psn;
   qp.req.since_ackreq = 0;
+  qp.req.probe_pending = false;  // a go-back after a probe: its resends are retransmissions
 }
 
 // An RNR NAK for a packet that needs no receive WQE can only mean the responder is paging
@@ -321,6 +322,7 @@ bool completer_probe(Engine& e, Qp& qp) {
   // this is its retransmission, and if an earlier one was, the NAK its PSN draws starts the
   // go-back. Nothing has failed, so no retry is counted.
   rewind(qp, newest);
+  r.probe_pending = true;
   qp.stats->ack_probes++;
   e.activate(qp);
   return true;

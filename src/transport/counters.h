@@ -38,7 +38,7 @@ namespace softrdma::transport {
   X(tx_bytes, "payload bytes sent")                                               \
   X(rx_packets, "packets received")                                               \
   X(rx_bytes, "payload bytes received")                                           \
-  X(retransmits, "packets sent again")                                            \
+  X(retransmits, "packets sent again (go-back after a NAK or timeout)")           \
   X(timeouts, "local ACK timeouts")                                               \
   X(acks_sent, "ACKs sent")                                                       \
   X(acks_received, "ACKs received")                                               \

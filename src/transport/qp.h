@@ -214,6 +214,7 @@ class Qp {
     // newest packet ever sent did not ask, and how many messages ended since one did.
     bool tail_unasked = false;
     uint32_t unasked_msgs = 0;
+    bool probe_pending = false;  // the next packet resent is a probe (completer_probe)
     uint32_t fresh_psn = 0;  // one past the highest PSN ever sent; below it is a retransmission
     bool rnr_wait = false;       // paused by an RNR NAK until rnr_deadline
     uint64_t rnr_deadline = 0;

@@ -145,7 +145,12 @@ void note_sent(Qp& qp, uint32_t psn, uint32_t npsn, uint32_t payload) {
   auto& r = qp.req;
   qp.stats->tx_packets++;
   qp.stats->tx_bytes += payload;
-  if (psn_before(psn, r.fresh_psn)) qp.stats->retransmits++;
+  if (psn_before(psn, r.fresh_psn)) {
+    if (r.probe_pending)
+      r.probe_pending = false;  // counted as ack_probes: nothing was found lost
+    else
+      qp.stats->retransmits++;
+  }
   uint32_t end = psn_add(psn, npsn);
   if (psn_after(end, r.fresh_psn)) r.fresh_psn = end;
 }

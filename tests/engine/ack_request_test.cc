@@ -106,6 +106,7 @@ TEST_P(AckRequestTest, IdleUnaskedMessagesAreProbedAndFreeTheirSlots) {
     std::this_thread::sleep_for(1ms);
   EXPECT_EQ(counters(a).ack_probes, 1u);
   EXPECT_EQ(counters(a).timeouts, 0u);
+  EXPECT_EQ(counters(a).retransmits, 0u) << "a probe is not a retransmission";
   for (uint32_t i = 3; i < 11; ++i) post_recv(b, i, 64 * i, 64);
   // The three slots are free again: a full queue's worth is accepted.
   SendWr wrs[8];
