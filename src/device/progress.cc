@@ -143,10 +143,15 @@ void Device::after_unlock() {
 
 void Device::kick(transport::Qp* qp) {
   auto& mu = engine_->mutex();
-  engine_->ring(*qp);
-  pending_.store(true, std::memory_order_seq_cst);
-  if (!mu.try_lock()) return;  // the holder sees pending_ and runs it
-  pending_.store(false, std::memory_order_seq_cst);
+  // Uncontended (the common case): take the lock and do the work, no handoff flag to set and
+  // clear (two locked instructions per post). Contended: leave the work, then try once more, in
+  // case the holder unlocked before it could see the flag.
+  if (!mu.try_lock()) {
+    engine_->ring(*qp);
+    pending_.store(true, std::memory_order_seq_cst);
+    if (!mu.try_lock()) return;  // the holder sees pending_ and runs it
+    pending_.store(false, std::memory_order_seq_cst);
+  }
   engine_->kick(qp);
   wake_if_needed();
   mu.unlock();
