@@ -31,22 +31,25 @@ WcOpcode wc_opcode(WrOpcode o) {
   }
 }
 
+// From now: the local ACK timeout, or the probe time if allowed, sooner (or the timeout
+// infinite) and the newest packet asked for nothing.
+void arm(Engine& e, Qp& qp, bool probe_allowed) {
+  uint64_t t = ack_timeout_ns(qp.attr.timeout);
+  const bool probe = probe_allowed && qp.req.tail_unasked && (t == 0 || t > kAckProbeNs);
+  qp.comp.probe_timer = probe;
+  if (probe) t = kAckProbeNs;
+  qp.comp.retry_deadline = t != 0 ? e.now() + t : 0;
+  e.note_timer(qp, qp.comp.retry_deadline);
+}
+
 void restart_timer(Engine& e, Qp& qp) {
   bool outstanding = qp.comp.una_psn != qp.req.fresh_psn || qp.sq.retired() < qp.req.next;
   if (outstanding) {
-    arm_retry_timer(e, qp);
+    arm(e, qp, /*probe_allowed=*/true);
   } else {
     qp.comp.retry_deadline = 0;
     qp.comp.probe_timer = false;
   }
-}
-
-// The real timeout from now, whatever the tail asked.
-void arm_ack_timeout(Engine& e, Qp& qp) {
-  uint64_t t = ack_timeout_ns(qp.attr.timeout);
-  qp.comp.probe_timer = false;
-  qp.comp.retry_deadline = t != 0 ? e.now() + t : 0;
-  e.note_timer(qp, qp.comp.retry_deadline);
 }
 
 // Forward progress resets the retry budgets (IBA 9.7.5.2.8: the counters count consecutive
@@ -302,14 +305,7 @@ void completer_receive(Engine& e, Qp& qp, const wire::PacketView& p) {
   completer_retire(e, qp);
 }
 
-void arm_retry_timer(Engine& e, Qp& qp) {
-  uint64_t t = ack_timeout_ns(qp.attr.timeout);
-  bool probe = qp.req.tail_unasked && (t == 0 || t > kAckProbeNs);
-  qp.comp.probe_timer = probe;
-  if (probe) t = kAckProbeNs;
-  qp.comp.retry_deadline = t != 0 ? e.now() + t : 0;
-  e.note_timer(qp, qp.comp.retry_deadline);
-}
+void arm_retry_timer(Engine& e, Qp& qp) { arm(e, qp, /*probe_allowed=*/true); }
 
 bool completer_probe(Engine& e, Qp& qp) {
   auto& r = qp.req;
@@ -333,7 +329,7 @@ void completer_timeout(Engine& e, Qp& qp, uint64_t now) {
   // An unanswered probe is a timeout from here on (none, if the timeout is infinite); a probe
   // time whose tail has asked since is not one yet either.
   if (completer_probe(e, qp) || qp.comp.probe_timer) {
-    arm_ack_timeout(e, qp);
+    arm(e, qp, /*probe_allowed=*/false);
     return;
   }
   qp.stats->timeouts++;

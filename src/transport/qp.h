@@ -210,8 +210,8 @@ class Qp {
     uint32_t psn = 0;       // PSN of the next packet
     uint32_t inflight_rd_atomic = 0;
     uint32_t since_ackreq = 0;
-    // The ACK is asked for only when someone waits for it (ask_for_ack in requester.cc): the
-    // newest packet ever sent did not ask, and how many messages ended since one did.
+    // The ACK is asked for only when someone waits for it (ack_wanted in requester.cc): whether
+    // the newest packet ever sent did not ask, and how many messages ended since one did.
     bool tail_unasked = false;
     uint32_t unasked_msgs = 0;
     bool probe_pending = false;  // the next packet resent is a probe (completer_probe)

@@ -129,8 +129,8 @@ bool ack_wanted(Qp& qp, uint64_t index, const SendWqe& w) {
 // A probe (completer_probe) or a go-back resending the newest packet ever sent always asks.
 bool resends_newest(const Qp::Requester& r) { return psn_add(r.psn, 1) == r.fresh_psn; }
 
-// Keeps the record ask_for_ack works from: whether the newest packet asked for an ACK, and
-// how many messages ended since one did.
+// Keeps the record ack_wanted and completer_probe work from: whether the newest packet asked
+// for an ACK, and how many messages ended since one did.
 void note_asked(Qp::Requester& r, uint32_t last_psn, bool asked, bool message_end) {
   if (asked) {
     r.since_ackreq = 0;
