@@ -89,8 +89,9 @@ class End {
     iovec iov[kMaxBatch];
     sockaddr_storage from[kMaxBatch];
     alignas(cmsghdr) unsigned char ctrl[kMaxBatch][64];
+    const unsigned n = std::max(o_.batch, 1u);  // batch 0: one message, by plain recvmsg
     for (;;) {
-      for (unsigned i = 0; i < o_.batch; ++i) {
+      for (unsigned i = 0; i < n; ++i) {
         iov[i] = {rx_.data() + i * kSlot, kSlot};
         m[i].msg_hdr = msghdr{};
         m[i].msg_hdr.msg_iov = &iov[i];
@@ -100,19 +101,9 @@ class End {
         m[i].msg_hdr.msg_control = ctrl[i];
         m[i].msg_hdr.msg_controllen = sizeof ctrl[i];
       }
-      if (o_.batch == 0) {  // plain recvmsg: what a link asking for one datagram could call
-        iov[0] = {rx_.data(), kSlot};
-        m[0].msg_hdr = msghdr{};
-        m[0].msg_hdr.msg_iov = &iov[0];
-        m[0].msg_hdr.msg_iovlen = 1;
-        m[0].msg_hdr.msg_name = &from[0];
-        m[0].msg_hdr.msg_namelen = sizeof from[0];
-        m[0].msg_hdr.msg_control = ctrl[0];
-        m[0].msg_hdr.msg_controllen = sizeof ctrl[0];
-        if (::recvmsg(fd_, &m[0].msg_hdr, MSG_DONTWAIT | MSG_TRUNC) > 0) return;
-        continue;
-      }
-      if (::recvmmsg(fd_, m, o_.batch, MSG_DONTWAIT | MSG_TRUNC, nullptr) > 0) return;
+      const bool got = o_.batch == 0 ? ::recvmsg(fd_, &m[0].msg_hdr, MSG_DONTWAIT | MSG_TRUNC) > 0
+                                     : ::recvmmsg(fd_, m, o_.batch, MSG_DONTWAIT | MSG_TRUNC, nullptr) > 0;
+      if (got) return;
     }
   }
 
