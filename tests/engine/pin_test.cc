@@ -72,19 +72,22 @@ TEST(Pinning, MemlockLimitGivesEnomem) {
     rlimit rl{64 << 10, 64 << 10};
     if (setrlimit(RLIMIT_MEMLOCK, &rl) != 0) _exit(10);
     if (getuid() == 0 && (setgid(65534) != 0 || setuid(65534) != 0)) _exit(77);
-    auto dev = open_device(PairOptions{}, std::nullopt);
-    if (!dev) _exit(11);
-    Pd* pd = dev->alloc_pd();
-    auto* buf = static_cast<uint8_t*>(map(1 << 20));
-    int err = 0;
-    if (dev->reg_mr(pd, buf, 1 << 20, mem::kLocalWrite, &err) != nullptr || err != ENOMEM) _exit(12);
-    Mr* first = dev->reg_mr(pd, buf, 48 << 10, mem::kLocalWrite, &err);
-    if (first == nullptr) _exit(13);
-    if (dev->reg_mr(pd, buf + (512 << 10), 48 << 10, mem::kLocalWrite, &err) != nullptr || err != ENOMEM)
-      _exit(14);
-    if (dev->dereg_mr(first) != 0) _exit(15);
-    if (dev->reg_mr(pd, buf + (512 << 10), 48 << 10, mem::kLocalWrite, &err) == nullptr) _exit(16);
-    _exit(0);
+    // The device is closed before _exit, so its statistics file in /dev/shm goes with it.
+    _exit([]() -> int {
+      auto dev = open_device(PairOptions{}, std::nullopt);
+      if (!dev) return 11;
+      Pd* pd = dev->alloc_pd();
+      auto* buf = static_cast<uint8_t*>(map(1 << 20));
+      int err = 0;
+      if (dev->reg_mr(pd, buf, 1 << 20, mem::kLocalWrite, &err) != nullptr || err != ENOMEM) return 12;
+      Mr* first = dev->reg_mr(pd, buf, 48 << 10, mem::kLocalWrite, &err);
+      if (first == nullptr) return 13;
+      if (dev->reg_mr(pd, buf + (512 << 10), 48 << 10, mem::kLocalWrite, &err) != nullptr || err != ENOMEM)
+        return 14;
+      if (dev->dereg_mr(first) != 0) return 15;
+      if (dev->reg_mr(pd, buf + (512 << 10), 48 << 10, mem::kLocalWrite, &err) == nullptr) return 16;
+      return 0;
+    }());
   }
   int status = 0;
   ASSERT_EQ(pid, waitpid(pid, &status, 0));
