@@ -1,13 +1,15 @@
 // The floor under softrdma's UDP link: a ping-pong of plain UDP datagrams over loopback, with the
 // socket options the link uses, busy-polled on both ends. Independent of softrdma.
 //
-//   udp_pingpong [--iters 20000] [--pair 0|1] [--batch 1] [--connect 0|1] [--addr 127.0.0.50]
+//   udp_pingpong [--iters 20000] [--pair 0|1] [--batch 1] [--connect 0|1] [--plain 0|1] [--addr 127.0.0.50]
 //
 // One process, two threads (like tcp_pingpong). Each message is a 24-byte datagram (an 8-byte
 // RoCEv2 SEND: BTH, payload, ICRC). --pair 1 sends a 20-byte second frame with it as one UDP GSO
 // send, as the link sends a reply and the ACK it held for it. --batch N is the vlen of each
 // recvmmsg (a call that asks for more than it finds tries once more before it returns); 0 means
 // plain recvmsg, which the link uses when it asks for one datagram.
+// --plain 1 sends with sendto and receives with recvfrom, GRO off (no message header, no control
+// messages), as the link does for lone datagrams once the traffic shows it is a ping-pong.
 // --connect 1 connects the sockets: cheaper in the kernel, but a connected socket gives
 // datagrams an incrementing IPv4 ID, which the RoCEv2 ICRC covers (see udp_link.cc), so the link
 // cannot. Latency is half the round trip; output: "key value" lines.
@@ -35,19 +37,20 @@ struct Options {
   bool pair = false;
   unsigned batch = 1;
   bool connect = false;
+  bool plain = false;
   std::string addr = "127.0.0.50";
 };
 
 constexpr size_t kFrame = 24, kSecond = 20, kSlot = 65536, kMaxBatch = 64;
 
-int open_socket(const sockaddr_in& self) {
+int open_socket(const sockaddr_in& self, bool gro) {
   int fd = ::socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   if (fd < 0) return -1;
   const int one = 1, zero = 0, pmtu = IP_PMTUDISC_DO;
   setsockopt(fd, IPPROTO_IP, IP_MTU_DISCOVER, &pmtu, sizeof pmtu);
   setsockopt(fd, IPPROTO_IP, IP_PKTINFO, &one, sizeof one);
   setsockopt(fd, SOL_UDP, UDP_SEGMENT, &zero, sizeof zero);
-  setsockopt(fd, SOL_UDP, UDP_GRO, &one, sizeof one);
+  if (gro) setsockopt(fd, SOL_UDP, UDP_GRO, &one, sizeof one);
   if (::bind(fd, reinterpret_cast<const sockaddr*>(&self), sizeof self) != 0) {
     ::close(fd);
     return -1;
@@ -61,6 +64,10 @@ class End {
   End(int fd, const sockaddr_in& to, const Options& o) : fd_(fd), to_(to), o_(o), rx_(kMaxBatch * kSlot) {}
 
   bool send() {
+    if (o_.plain && !o_.pair) {
+      const sockaddr* to = o_.connect ? nullptr : reinterpret_cast<const sockaddr*>(&to_);
+      return ::sendto(fd_, tx_, kFrame, 0, to, to ? sizeof to_ : 0) == static_cast<ssize_t>(kFrame);
+    }
     iovec iov[2] = {{tx_, kFrame}, {tx_ + kFrame, kSecond}};
     msghdr h{};
     h.msg_iov = iov;
@@ -85,6 +92,14 @@ class End {
 
   // Spins until a datagram arrives.
   void receive() {
+    if (o_.plain) {
+      for (;;) {
+        sockaddr_storage from;
+        socklen_t fl = sizeof from;
+        if (::recvfrom(fd_, rx_.data(), kSlot, MSG_DONTWAIT | MSG_TRUNC, reinterpret_cast<sockaddr*>(&from), &fl) > 0)
+          return;
+      }
+    }
     mmsghdr m[kMaxBatch];
     iovec iov[kMaxBatch];
     sockaddr_storage from[kMaxBatch];
@@ -125,9 +140,10 @@ int main(int argc, char** argv) {
     else if (k == "--pair") o.pair = v != "0";
     else if (k == "--batch") o.batch = static_cast<unsigned>(std::clamp<unsigned long>(std::stoul(v), 0, kMaxBatch));
     else if (k == "--connect") o.connect = v != "0";
+    else if (k == "--plain") o.plain = v != "0";
     else if (k == "--addr") o.addr = v;
     else {
-      std::fprintf(stderr, "usage: udp_pingpong [--iters N] [--pair 0|1] [--batch N] [--connect 0|1] [--addr A]\n");
+      std::fprintf(stderr, "usage: udp_pingpong [--iters N] [--pair 0|1] [--batch N] [--connect 0|1] [--plain 0|1] [--addr A]\n");
       return 2;
     }
   }
@@ -138,7 +154,7 @@ int main(int argc, char** argv) {
     return 2;
   }
   b.sin_addr = a.sin_addr;
-  const int fa = open_socket(a), fb = open_socket(b);  // ephemeral ports on one address
+  const int fa = open_socket(a, !o.plain), fb = open_socket(b, !o.plain);  // ephemeral ports on one address
   socklen_t len = sizeof a;
   if (fa < 0 || fb < 0 || getsockname(fa, reinterpret_cast<sockaddr*>(&a), &len) != 0 ||
       getsockname(fb, reinterpret_cast<sockaddr*>(&b), &len) != 0) {
@@ -174,7 +190,8 @@ int main(int argc, char** argv) {
   echo.join();
   std::sort(s.begin(), s.end());
   auto q = [&](double f) { return s[std::min(s.size() - 1, static_cast<size_t>(f * static_cast<double>(s.size())))]; };
-  std::printf("udp_lat_pair %d\nudp_lat_batch %u\nudp_lat_connect %d\n", o.pair ? 1 : 0, o.batch, o.connect ? 1 : 0);
+  std::printf("udp_lat_pair %d\nudp_lat_batch %u\nudp_lat_connect %d\nudp_lat_plain %d\n", o.pair ? 1 : 0, o.batch,
+              o.connect ? 1 : 0, o.plain ? 1 : 0);
   std::printf("udp_lat_min_us %.2f\nudp_lat_median_us %.2f\nudp_lat_p99_us %.2f\n", s.front(), q(0.5), q(0.99));
   ::close(fa);
   ::close(fb);

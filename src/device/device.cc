@@ -65,10 +65,12 @@ Device::Device(const DeviceConfig& cfg) : cfg_(cfg) {}
 std::unique_ptr<Device> Device::open(const DeviceConfig& cfg, std::string* err) {
   std::unique_ptr<link::UdpLink> udp;
   std::string e;
+  auto opt = link::UdpLink::Options::from_env();
+  opt.plain_rx = cfg.engine.infer_ipv4_id;  // GRO off for a while needs ID inference (udp_link.h)
   if (cfg.address) {
-    udp = link::UdpLink::open(wire::Endpoint{*cfg.address, cfg.port}, &e);
+    udp = link::UdpLink::open(wire::Endpoint{*cfg.address, cfg.port}, opt, &e);
   } else {
-    udp = link::UdpLink::open_auto_loopback(cfg.port, &e);
+    udp = link::UdpLink::open_auto_loopback(cfg.port, opt, &e);
   }
   if (!udp) {
     if (err) *err = "cannot open the RoCEv2 link: " + e;

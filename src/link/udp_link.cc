@@ -1,11 +1,13 @@
 #include "link/udp_link.h"
 
 #include <arpa/inet.h>
+#include <linux/sockios.h>
 #include <errno.h>
 #include <netinet/ip.h>
 #include <netinet/udp.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/ioctl.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -164,6 +166,10 @@ std::unique_ptr<UdpLink> UdpLink::open_errno(const Endpoint& local, const Option
   l->rcvbuf_ = rcvbuf;
   l->gso_ = gso;
   l->gro_ = gro;
+  // recvfrom cannot tell the destination address: only where there is just one.
+  const bool wildcard = ep->ip.is_v4() ? ep->ip.v4_be() == 0 : ep->ip == IpAddr{};
+  l->plain_allowed_ = opt.plain_rx && !wildcard;
+  l->plain_ = l->plain_allowed_ && !gro;  // nothing is ever coalesced
   // The whole GSO message is one UDP datagram to the IP layer until it is cut: 65535 bytes of IP
   // payload (IPv4: with the 20-byte header inside them).
   l->max_gso_bytes_ = 65535 - sizeof(udphdr) - (v4 ? sizeof(iphdr) : 0);
@@ -294,6 +300,27 @@ size_t UdpLink::build_tx(const TxFrame* frames, size_t begin, size_t n, size_t n
 size_t UdpLink::send(const TxFrame* frames, size_t n) {
   for (size_t i = 0; i < n; ++i)  // left to a link above us that found this path needs one
     if (frames[i].icrc_pending) fill_icrc(frames[i], local_);
+  if (n == 1 && valid_frame(frames[0], family_) && frames[0].length() <= kFlatBytes) {
+    // A lone small frame: flat, by sendto (see "Lone datagrams" in the header).
+    const TxFrame& f = frames[0];
+    size_t len = 0;
+    for (uint8_t i = 0; i < f.nparts; ++i) {
+      std::memcpy(tx_flat_ + len, f.parts[i].iov_base, f.parts[i].iov_len);
+      len += f.parts[i].iov_len;
+    }
+    const socklen_t tl = f.dst.to_sockaddr(tx_addr_[0]);
+    for (;;) {
+      if (::sendto(fd_, tx_flat_, len, MSG_DONTWAIT, reinterpret_cast<const sockaddr*>(&tx_addr_[0]), tl) >= 0) {
+        ++counters_.tx_frames;
+        counters_.tx_bytes += len;
+        return 1;
+      }
+      if (errno == EINTR) continue;
+      if (errno == EAGAIN || errno == EWOULDBLOCK || errno == ENOBUFS) return 0;
+      ++counters_.tx_errors;  // as in the batched path: the transport recovers by retransmit
+      return 1;
+    }
+  }
   size_t done = 0;
   size_t nogso_until = 0;      // frames before this go one per message (a GSO message of them failed)
   size_t probe_at = SIZE_MAX;  // ... the first of them, whose fate decides whether GSO is at fault
@@ -456,7 +483,15 @@ size_t UdpLink::recv(RxFrame* frames, size_t n) {
     }
     if (m == 0) break;
     int r;
-    if (m == 1) {
+    if (m == 1 && plain_) {
+      // One datagram, nothing coalesced, one destination: recvfrom (see "Lone datagrams").
+      socklen_t al = sizeof(sockaddr_storage);
+      const ssize_t len = ::recvfrom(fd_, rx_iov_[0].iov_base, rx_iov_[0].iov_len, MSG_DONTWAIT | MSG_TRUNC,
+                                     reinterpret_cast<sockaddr*>(&rx_addr_[0]), &al);
+      if (len >= 0) rx_msgs_[0].msg_len = static_cast<unsigned>(len);
+      rx_msgs_[0].msg_hdr.msg_controllen = 0;  // no control messages for parse_rx
+      r = len >= 0 ? 1 : -1;
+    } else if (m == 1) {
       // One datagram (a ping-pong's steady state): recvmsg costs less than a recvmmsg of one,
       // on every empty poll too (bench/udp_pingpong --batch 0 against 1: 0.1 us per message).
       const ssize_t len = ::recvmsg(fd_, &rx_msgs_[0].msg_hdr, MSG_DONTWAIT | MSG_TRUNC);
@@ -468,10 +503,12 @@ size_t UdpLink::recv(RxFrame* frames, size_t n) {
     if (r < 0 && errno == EINTR) continue;
     if (r <= 0) {  // EAGAIN, or a pending socket error: nothing to deliver now
       rx_filled_ = false;
+      note_received(0);
       break;
     }
     size_t frames = 0;
     for (int i = 0; i < r; ++i) frames += parse_rx(size_t(i), rx_msg_slot_[i]);
+    note_received(frames);
     rx_frames_per_msg_ = static_cast<uint32_t>(std::max<size_t>(1, frames / size_t(r)));
     const auto got = static_cast<size_t>(r);
     if (rx_filled_) rx_ask_ = kBatch;  // a backlog: take it in as few calls as it allows
@@ -485,6 +522,43 @@ size_t UdpLink::recv(RxFrame* frames, size_t n) {
     }
   }
   return done;
+}
+
+// Switches GRO off for plain receiving, or back on. Off is taken only while the socket is dry:
+// a coalesced datagram queued before the switch would come out without its segment size (the
+// kernel reports it only while GRO is on), so if one arrived meanwhile GRO goes back on.
+void UdpLink::set_gro(bool on) {
+  const int v = on ? 1 : 0;
+  if (setsockopt(fd_, SOL_UDP, UDP_GRO, &v, sizeof v) != 0) {
+    plain_allowed_ = false;  // cannot switch: stay as configured
+    return;
+  }
+  if (on) {
+    plain_ = false;
+    return;
+  }
+  int queued = 0;  // bytes of the first queued datagram, 0 if none
+  if (ioctl(fd_, SIOCINQ, &queued) == 0 && queued == 0) {
+    plain_ = true;
+    return;
+  }
+  const int back = 1;
+  if (setsockopt(fd_, SOL_UDP, UDP_GRO, &back, sizeof back) != 0) plain_allowed_ = false;
+}
+
+// After each receive call on the socket, with the frames it brought (0: the socket was dry; a
+// coalesced datagram counts all of its frames). Drives plain receiving.
+void UdpLink::note_received(size_t frames) {
+  if (!plain_allowed_) return;
+  if (frames >= kGroAgainAt) {
+    lone_receives_ = 0;
+    if (gro_ && plain_) set_gro(true);  // a stream: coalescing pays again
+  } else if (frames > 1) {
+    lone_receives_ = 0;
+  } else if (!plain_ && ++lone_receives_ >= kPlainAfter && frames == 0) {
+    lone_receives_ = 0;
+    set_gro(false);
+  }
 }
 
 }  // namespace softrdma::link

@@ -12,6 +12,7 @@
 #include <gtest/gtest.h>
 
 #include "link_test_util.h"
+#include "wire/icrc.h"
 
 namespace softrdma::link {
 namespace {
@@ -149,6 +150,126 @@ TEST(UdpLink, WildcardBindReportsDestinationFromPktinfo) {
   ASSERT_EQ(got.size(), 2u);
   EXPECT_EQ(got[0].dst, *IpAddr::parse("127.0.0.5"));
   EXPECT_EQ(got[1].dst, *IpAddr::parse("127.0.0.6"));
+}
+
+// Frame k of a GSO send that the kernel cut up (GRO off at the receiver): the sender moved its
+// last 4 bytes, the ICRC's place, to IPv4 ID k (udp_link.h); the rest is untouched.
+std::vector<uint8_t> as_cut_segment(std::vector<uint8_t> b, uint16_t k) {
+  uint8_t* icrc = b.data() + b.size() - 4;
+  if (k > 0) wire::icrc_store(icrc, wire::icrc_load(icrc) ^ wire::icrc_ipv4_id_delta(b.size() - 4, k));
+  return b;
+}
+
+// Whether UDP_GRO is set on the socket right now (-1: cannot tell).
+int gro_set(const UdpLink& l) {
+  int v = -1;
+  socklen_t len = sizeof v;
+  if (getsockopt(l.fd(), SOL_UDP, UDP_GRO, &v, &len) != 0) return -1;
+  return v;
+}
+
+// A ping-pong's traffic (one frame, then an empty look) makes the link receive by recvfrom with
+// GRO off; lone frames still arrive intact with their addresses, a GSO stream that comes then
+// arrives cut up and whole, and turns GRO back on, so the next stream is coalesced again.
+TEST(UdpLink, LoneFramesGoPlainAndAStreamTurnsGroBackOn) {
+  auto a = must_open(ep("127.0.0.2", 0));
+  auto b = must_open(ep("127.0.0.3", 0));
+  ASSERT_TRUE(a && b);
+  if (!b->gro()) GTEST_SKIP() << "no UDP_GRO in this kernel";
+  EXPECT_EQ(gro_set(*b), 1);
+  EXPECT_FALSE(b->plain_rx());
+  uint32_t idx = 0;
+  auto lone = [&](size_t len, uint8_t parts) {
+    send_batch(*a, b->local(), idx, 1, len, parts);
+    auto got = recv_frames(*b, 1, 2000);
+    ASSERT_EQ(got.size(), 1u);
+    EXPECT_EQ(got[0].bytes, frame_bytes(idx, len)) << idx;
+    EXPECT_EQ(got[0].src, a->local());
+    EXPECT_EQ(got[0].dst, *IpAddr::parse("127.0.0.3"));
+    RxFrame rx[4];
+    EXPECT_EQ(b->recv(rx, 4), 0u);  // the poller looks again and finds nothing
+    ++idx;
+  };
+  for (uint32_t i = 0; i < UdpLink::kPlainAfter && !b->plain_rx(); ++i) lone(64, 3);
+  ASSERT_TRUE(b->plain_rx());
+  EXPECT_EQ(gro_set(*b), 0);
+  for (int i = 0; i < 5; ++i) lone(40 + size_t(i) * 100, 2);  // small and large, one by sendmmsg
+  EXPECT_EQ(a->counters().tx_frames, idx);
+  EXPECT_EQ(b->counters().rx_frames, idx);
+
+  const uint64_t coalesced_before = b->counters().rx_gro_receives;
+  send_batch(*a, b->local(), 1000, 40, 1000, 2);  // one GSO send, cut up by the kernel
+  auto stream = recv_frames(*b, 40, 2000);
+  ASSERT_EQ(stream.size(), 40u);
+  for (uint32_t i = 0; i < 40; ++i) {
+    EXPECT_EQ(stream[i].len, 1000u);
+    EXPECT_EQ(stream[i].bytes, as_cut_segment(frame_bytes(1000 + i, 1000), uint16_t(i))) << i;
+  }
+  EXPECT_EQ(b->counters().rx_gro_receives, coalesced_before);
+  EXPECT_FALSE(b->plain_rx());
+  EXPECT_EQ(gro_set(*b), 1);
+
+  send_batch(*a, b->local(), 2000, 40, 1000, 2);
+  auto again = recv_frames(*b, 40, 2000);
+  ASSERT_EQ(again.size(), 40u);
+  for (uint32_t i = 0; i < 40; ++i) EXPECT_EQ(again[i].bytes, frame_bytes(2000 + i, 1000)) << i;
+  EXPECT_GT(b->counters().rx_gro_receives, coalesced_before);
+}
+
+// GRO goes off only when the socket is dry: a coalesced datagram queued behind the last lone
+// frame is still read with its segment size and cut up into its own frames.
+TEST(UdpLink, CoalescedDatagramQueuedBehindLoneFramesIsCutUp) {
+  auto a = must_open(ep("127.0.0.2", 0));
+  auto b = must_open(ep("127.0.0.3", 0));
+  ASSERT_TRUE(a && b);
+  if (!b->gro()) GTEST_SKIP() << "no UDP_GRO in this kernel";
+  RxFrame rx[1];
+  for (uint32_t i = 0; i + 1 < UdpLink::kPlainAfter; ++i) ASSERT_EQ(b->recv(rx, 1), 0u);  // lone looks
+  EXPECT_EQ(gro_set(*b), 1);
+  send_batch(*a, b->local(), 0, 1, 64, 1);    // a lone frame, received by the last lone receive
+  send_batch(*a, b->local(), 1, 20, 500, 2);  // queued behind it, coalesced (GRO is on)
+  ASSERT_EQ(b->recv(rx, 1), 1u);
+  EXPECT_EQ(rx[0].len, 64u);
+  EXPECT_EQ(gro_set(*b), 1);  // not dry: no switch
+  for (uint32_t i = 1; i <= 20; ++i) {
+    ASSERT_EQ(b->recv(rx, 1), 1u) << i;
+    ASSERT_EQ(rx[0].len, 500u) << i;
+    EXPECT_EQ(std::vector<uint8_t>(rx[0].buf, rx[0].buf + rx[0].len), frame_bytes(i, 500)) << i;
+  }
+  EXPECT_EQ(b->recv(rx, 1), 0u);
+  EXPECT_EQ(b->counters().rx_frames, 21u);
+  EXPECT_EQ(b->counters().rx_gro_receives, 1u);
+  EXPECT_FALSE(b->plain_rx());
+}
+
+// Without one local address, recvfrom could not tell the destination: such a link keeps recvmsg.
+TEST(UdpLink, WildcardBindNeverReceivesPlain) {
+  auto any = must_open(ep("0.0.0.0", 0));
+  auto a = must_open(ep("127.0.0.2", 0));
+  ASSERT_TRUE(any && a);
+  RxFrame rx[4];
+  for (uint32_t i = 0; i < 2 * UdpLink::kPlainAfter; ++i) ASSERT_EQ(any->recv(rx, 4), 0u);
+  EXPECT_FALSE(any->plain_rx());
+  const uint16_t port = any->local().port;
+  send_batch(*a, ep("127.0.0.7", port), 0, 1, 40, 1);
+  auto got = recv_frames(*any, 1, 2000);
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_EQ(got[0].dst, *IpAddr::parse("127.0.0.7"));
+}
+
+// A link for a receiver that does not infer IPv4 IDs (Options::plain_rx = false) keeps GRO on.
+TEST(UdpLink, PlainReceivingCanBeRefused) {
+  UdpLink::Options o = UdpLink::Options::from_env();
+  o.plain_rx = false;
+  std::string err;
+  auto b = UdpLink::open(ep("127.0.0.3", 0), o, &err);
+  ASSERT_TRUE(b) << err;
+  RxFrame rx[4];
+  for (uint32_t i = 0; i < 2 * UdpLink::kPlainAfter; ++i) ASSERT_EQ(b->recv(rx, 4), 0u);
+  EXPECT_FALSE(b->plain_rx());
+  if (b->gro()) {
+    EXPECT_EQ(gro_set(*b), 1);
+  }
 }
 
 TEST(UdpLink, TruncationIsFlaggedWithRealLength) {
