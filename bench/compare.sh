@@ -13,6 +13,9 @@
 #   UCX shared memory    ucx_perftest, UCX_TLS=sm (override with UCX_SM_TLS, e.g. posix,cma)
 #   TCP                  iperf3 (bandwidth, a stream of SIZE-byte writes) and bench/tcp_pingpong (latency)
 #   memcpy               bench/memcpy_bw, one core (and a 256 MiB copy)
+#   bare UDP stream      bench/udp_stream: SIZE-byte messages as RoCEv2-sized frames by UDP GSO, with
+#                        no transport and no ICRC (sizes of 4 KiB and more): the ceiling under
+#                        softrdma's bandwidth over UDP
 #   two-core ring        bench/core_to_core: SIZE bytes copied into a shared ring on one CPU and out
 #                        of it on the other (the ceiling for a two-copy same-host transport), and a
 #                        cache line's round trip between the two CPUs, at the start and end of every
@@ -57,6 +60,7 @@ softrdma=${SOFTRDMA:-$build/src/tools/softrdma}
 tcp_pp=${TCP_PINGPONG:-$build/bench/tcp_pingpong}
 memcpy_bw=${MEMCPY_BW:-$build/bench/memcpy_bw}
 core_to_core=${CORE_TO_CORE:-$build/bench/core_to_core}
+udp_stream=${UDP_STREAM:-$build/bench/udp_stream}
 repeat=${REPEAT:-3}
 quick=${QUICK:-0}
 tmo=${TOOL_TIMEOUT:-60}
@@ -260,6 +264,7 @@ have_iperf=0; have iperf3 && have_iperf=1
 have_tcp_pp=0; [[ -x $tcp_pp ]] && have_tcp_pp=1
 have_memcpy=0; [[ -x $memcpy_bw ]] && have_memcpy=1
 have_c2c=0; [[ -x $core_to_core ]] && have_c2c=1
+have_udp_stream=0; [[ -x $udp_stream ]] && have_udp_stream=1
 have_gnuplot=0; have gnuplot && have_gnuplot=1
 [[ $have_softrdma == 1 ]] || log "no softrdma binary at $softrdma (build it, or set SOFTRDMA=): softrdma and perftest columns n/a"
 [[ $have_perftest == 1 || $have_softrdma == 0 ]] || log "perftest (ib_send_lat, ib_write_bw, ib_read_bw) not installed: column n/a"
@@ -268,6 +273,7 @@ have_gnuplot=0; have gnuplot && have_gnuplot=1
 [[ $have_tcp_pp == 1 ]] || log "no $tcp_pp (cmake --build $build --target tcp_pingpong): TCP latency n/a"
 [[ $have_memcpy == 1 ]] || log "no $memcpy_bw (cmake --build $build --target memcpy_bw): memcpy n/a"
 [[ $have_c2c == 1 ]] || log "no $core_to_core (cmake --build $build --target core_to_core): two-core ring n/a"
+[[ $have_udp_stream == 1 ]] || log "no $udp_stream (cmake --build $build --target udp_stream): bare UDP stream n/a"
 
 # ---- softrdma perf -----------------------------------------------------------------------------
 # sr TEST BYTES REP ITERS PERF_OPTIONS...
@@ -416,6 +422,18 @@ memcpy_run() {
   done <"$logf"
 }
 
+# udp_stream_run REP: the bare UDP stream for every size of at least one 4 KiB frame, as long as iperf3
+udp_stream_run() {
+  local rep=$1 b val
+  for b in "${sizes[@]}"; do
+    ((b >= 4096)) || continue
+    local logf=$logs/udp_stream.$b.r$rep.log
+    run_probe "$logf" udp_stream "$udp_stream" --message "$b" --seconds "$iperf_seconds" --addr "$SA" || continue
+    val=$(awk '$1 == "udp_stream_MBps" { print $2 }' "$logf")
+    is_num "${val:-}" && record udp write_bw "$b" "$rep" "$val"
+  done
+}
+
 # c2c_run REP WHEN: rows "rtt 64 ROUNDS SECONDS NS" and "ring BYTES MESSAGES SECONDS GBps"
 c2c_run() {
   local rep=$1 when=$2 list
@@ -486,6 +504,10 @@ for ((rep = 1; rep <= repeat && report_only == 0; rep++)); do
     log "iperf3 (${iperf_seconds} s per size)"
     for b in "${sizes[@]}"; do iperf "$b" "$rep"; done
     [[ " ${sizes[*]} " == *" 8 "* ]] || iperf 8 "$rep"
+  fi
+  if [[ $have_udp_stream == 1 ]]; then
+    log "udp_stream (${iperf_seconds} s per size)"
+    udp_stream_run "$rep"
   fi
   if [[ $have_c2c == 1 ]]; then
     log "core_to_core (end of the repetition)"
@@ -689,6 +711,12 @@ report=$out/compare.md
     echo "Two-core ring (bench/core_to_core: copied into a ring on one CPU, out of it on the other, the"
     echo "ceiling for a transport whose receiving process writes the data itself), MB/s: 64 KiB"
     echo "$(v ring write_bw 65536), 1 MiB $(v ring write_bw 1048576); softrdma perf ÷ ring: $(ratio "$(m softrdma write_bw 65536)" "$(m ring write_bw 65536)") and $(ratio "$(m softrdma write_bw 1048576)" "$(m ring write_bw 1048576)")."
+    echo
+  fi
+  if [[ -n ${MED[udp,write_bw,65536]:-}${MED[udp,write_bw,1048576]:-} ]]; then
+    echo "Bare UDP stream (bench/udp_stream: the messages cut into RoCEv2-sized frames and sent by UDP GSO"
+    echo "as the link sends them, with no transport and no ICRC, the ceiling for RoCEv2 over UDP), MB/s:"
+    echo "64 KiB $(v udp write_bw 65536), 1 MiB $(v udp write_bw 1048576); softrdma perf ÷ it: $(ratio "$(m softrdma write_bw 65536)" "$(m udp write_bw 65536)") and $(ratio "$(m softrdma write_bw 1048576)" "$(m udp write_bw 1048576)"); iperf3 ÷ it: $(ratio "$(m tcp write_bw 65536)" "$(m udp write_bw 65536)") and $(ratio "$(m tcp write_bw 1048576)" "$(m udp write_bw 1048576)")."
     echo
   fi
   echo "softrdma perf: median (lowest..highest) when REPEAT > 1. TCP latency: the faster of tcp_pingpong's"
