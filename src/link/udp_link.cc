@@ -503,12 +503,12 @@ size_t UdpLink::recv(RxFrame* frames, size_t n) {
     if (r < 0 && errno == EINTR) continue;
     if (r <= 0) {  // EAGAIN, or a pending socket error: nothing to deliver now
       rx_filled_ = false;
-      note_received(0);
+      note_received(0, true);
       break;
     }
     size_t frames = 0;
     for (int i = 0; i < r; ++i) frames += parse_rx(size_t(i), rx_msg_slot_[i]);
-    note_received(frames);
+    note_received(frames, static_cast<size_t>(r) < m);  // fewer than asked: it ran dry
     rx_frames_per_msg_ = static_cast<uint32_t>(std::max<size_t>(1, frames / size_t(r)));
     const auto got = static_cast<size_t>(r);
     if (rx_filled_) rx_ask_ = kBatch;  // a backlog: take it in as few calls as it allows
@@ -546,19 +546,23 @@ void UdpLink::set_gro(bool on) {
   if (setsockopt(fd_, SOL_UDP, UDP_GRO, &back, sizeof back) != 0) plain_allowed_ = false;
 }
 
-// After each receive call on the socket, with the frames it brought (0: the socket was dry; a
-// coalesced datagram counts all of its frames). Drives plain receiving.
-void UdpLink::note_received(size_t frames) {
+// After each receive call on the socket: the frames it brought (a coalesced datagram counts all
+// of its frames) and whether it found the socket dry. The frames between two dry moments form a
+// burst; each kPlainWindow bursts decide whether receiving goes plain (see the header).
+void UdpLink::note_received(size_t frames, bool dry) {
   if (!plain_allowed_) return;
-  if (frames >= kGroAgainAt) {
-    lone_receives_ = 0;
-    if (gro_ && plain_) set_gro(true);  // a stream: coalescing pays again
-  } else if (frames > 1) {
-    lone_receives_ = 0;
-  } else if (!plain_ && ++lone_receives_ >= kPlainAfter && frames == 0) {
-    lone_receives_ = 0;
-    set_gro(false);
-  }
+  burst_ += frames;
+  if (plain_ && gro_ && burst_ >= kGroAgainAt) set_gro(true);  // a stream: coalescing pays again
+  if (!dry || burst_ == 0) return;
+  window_multi_ += burst_ >= 2 ? 1 : 0;
+  burst_ = 0;
+  if (++window_bursts_ < kPlainWindow) return;
+  if (!plain_ && window_multi_ * 8 <= window_bursts_)
+    set_gro(false);  // lone frames: go plain (the socket is dry right now)
+  else if (plain_ && gro_ && window_multi_ * 4 >= window_bursts_)
+    set_gro(true);  // pairs and more: one coalesced receive beats a recvfrom each
+  window_bursts_ = 0;
+  window_multi_ = 0;
 }
 
 }  // namespace softrdma::link

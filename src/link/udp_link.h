@@ -35,10 +35,14 @@
 // is copied flat and goes by sendto, and receives of one datagram go by recvfrom while the link
 // is "plain". recvfrom brings no control messages (no GRO segment size, no IP_PKTINFO), so
 // plain receiving needs a socket bound to one address (the destination is then that address)
-// and UDP_GRO off. The link switches GRO off when a receive finds the socket dry after
-// kPlainAfter receives in a row brought at most one frame each, and back on at once if a
-// datagram slipped in before the switch (SIOCINQ): a coalesced datagram read with GRO off comes
-// without its segment size. A receive that brings kGroAgainAt frames or more (a stream)
+// and UDP_GRO off. The link watches bursts, the frames that arrive between two moments it finds
+// the socket dry: after every kPlainWindow bursts it switches GRO off if at most one in eight
+// brought more than one frame (a ping-pong, where an ACK rides with a reply now and then), and
+// back on if one in four or more did (a ping-pong whose every reply brings an ACK, as perftest's
+// signaled sends do: one coalesced receive costs less than a recvfrom per frame, and a peer's
+// GSO pair cut up by the kernel needs ID inference). GRO goes off only while the socket is dry,
+// and back on at once if SIOCINQ shows a datagram slipped in: a coalesced datagram read with GRO
+// off comes without its segment size. A burst of kGroAgainAt frames or more (a stream)
 // switches GRO back on. (A datagram the kernel tested before the switch but queued after the
 // check, a window of a few hundred ns in the sending softirq, would be read as one frame made
 // of several: it fails the receiver's ICRC and length checks, is dropped and counted, and an RC
@@ -76,8 +80,8 @@ class UdpLink final : public Link {
   static constexpr size_t kMaxGsoSegments = 64;  // frames per GSO message
   static constexpr size_t kRxSlots = 64;         // receive buffers (one datagram each)
   static constexpr size_t kFlatBytes = 512;      // a lone frame up to this size goes by sendto
-  static constexpr uint32_t kPlainAfter = 256;   // receives of at most one frame before plain
-  static constexpr size_t kGroAgainAt = 8;       // frames in one receive that end plain
+  static constexpr uint32_t kPlainWindow = 64;   // bursts per plain-or-not decision
+  static constexpr size_t kGroAgainAt = 8;       // frames in one burst that end plain at once
 
   struct Options {
     bool gso = true;  // UDP_SEGMENT on transmit
@@ -178,9 +182,11 @@ class UdpLink final : public Link {
   bool gso_ = false, gro_ = false;
   bool plain_ = false;          // receives of one datagram by recvfrom, GRO off ("Lone datagrams")
   bool plain_allowed_ = false;  // Options::plain_rx, and the socket is bound to one address
-  uint32_t lone_receives_ = 0;  // receives in a row that found at most one frame
+  size_t burst_ = 0;             // frames received since the socket was last found dry
+  uint32_t window_bursts_ = 0;   // bursts (of at least one frame) in this decision window
+  uint32_t window_multi_ = 0;    // ... of them with two frames or more
   void set_gro(bool on);
-  void note_received(size_t frames);
+  void note_received(size_t frames, bool dry);
   alignas(64) uint8_t tx_flat_[kFlatBytes];  // a lone frame, copied flat for sendto
   uint32_t max_gso_bytes_ = 0;  // UDP payload limit of one GSO message
   uint32_t rx_slot_bytes_ = 0;

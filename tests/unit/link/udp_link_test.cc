@@ -168,32 +168,50 @@ int gro_set(const UdpLink& l) {
   return v;
 }
 
-// A ping-pong's traffic (one frame, then an empty look) makes the link receive by recvfrom with
-// GRO off; lone frames still arrive intact with their addresses, a GSO stream that comes then
-// arrives cut up and whole, and turns GRO back on, so the next stream is coalesced again.
+// One burst of a ping-pong at `to`: frame `idx` of `len` bytes from `from`, received and checked,
+// then an empty look (the poller finds the socket dry).
+void lone_burst(UdpLink& from, UdpLink& to, uint32_t idx, size_t len, uint8_t parts) {
+  send_batch(from, to.local(), idx, 1, len, parts);
+  auto got = recv_frames(to, 1, 2000);
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_EQ(got[0].bytes, frame_bytes(idx, len)) << idx;
+  EXPECT_EQ(got[0].src, from.local());
+  EXPECT_EQ(got[0].dst, to.local().ip);
+  RxFrame rx[4];
+  EXPECT_EQ(to.recv(rx, 4), 0u);
+}
+
+// A reply with the ACK held for it: a 24-byte and a 20-byte frame in one send (one GSO message),
+// received (checked) and followed by an empty look. `cut`: the receiver has GRO off, so the
+// kernel cuts the pair and the second frame keeps the ICRC of IPv4 ID 1.
+void pair_burst(UdpLink& from, UdpLink& to, uint32_t idx, bool cut) {
+  std::vector<uint8_t> x = frame_bytes(idx, 24), y = frame_bytes(idx + 1, 20);
+  TxFrame f[2] = {make_tx(to.local(), x, 2), make_tx(to.local(), y, 1)};
+  ASSERT_EQ(from.send(f, 2), 2u);
+  auto got = recv_frames(to, 2, 2000);
+  ASSERT_EQ(got.size(), 2u);
+  EXPECT_EQ(got[0].bytes, x) << idx;
+  EXPECT_EQ(got[1].bytes, cut ? as_cut_segment(y, 1) : y) << idx;
+  RxFrame rx[4];
+  EXPECT_EQ(to.recv(rx, 4), 0u);
+}
+
+// A ping-pong's traffic (one frame per burst) makes the link receive by recvfrom with GRO off;
+// lone frames still arrive intact with their addresses, a GSO stream that comes then arrives
+// cut up and whole and turns GRO back on, so the next stream is coalesced again.
 TEST(UdpLink, LoneFramesGoPlainAndAStreamTurnsGroBackOn) {
   auto a = must_open(ep("127.0.0.2", 0));
   auto b = must_open(ep("127.0.0.3", 0));
   ASSERT_TRUE(a && b);
   if (!b->gro()) GTEST_SKIP() << "no UDP_GRO in this kernel";
   EXPECT_EQ(gro_set(*b), 1);
-  EXPECT_FALSE(b->plain_rx());
   uint32_t idx = 0;
-  auto lone = [&](size_t len, uint8_t parts) {
-    send_batch(*a, b->local(), idx, 1, len, parts);
-    auto got = recv_frames(*b, 1, 2000);
-    ASSERT_EQ(got.size(), 1u);
-    EXPECT_EQ(got[0].bytes, frame_bytes(idx, len)) << idx;
-    EXPECT_EQ(got[0].src, a->local());
-    EXPECT_EQ(got[0].dst, *IpAddr::parse("127.0.0.3"));
-    RxFrame rx[4];
-    EXPECT_EQ(b->recv(rx, 4), 0u);  // the poller looks again and finds nothing
-    ++idx;
-  };
-  for (uint32_t i = 0; i < UdpLink::kPlainAfter && !b->plain_rx(); ++i) lone(64, 3);
+  for (; idx + 1 < UdpLink::kPlainWindow; ++idx) lone_burst(*a, *b, idx, 64, 3);
+  EXPECT_FALSE(b->plain_rx());
+  lone_burst(*a, *b, idx++, 64, 3);  // the window's last burst decides
   ASSERT_TRUE(b->plain_rx());
   EXPECT_EQ(gro_set(*b), 0);
-  for (int i = 0; i < 5; ++i) lone(40 + size_t(i) * 100, 2);  // small and large, one by sendmmsg
+  for (int i = 0; i < 5; ++i) lone_burst(*a, *b, idx++, 40 + size_t(i) * 100, 2);  // large: sendmmsg
   EXPECT_EQ(a->counters().tx_frames, idx);
   EXPECT_EQ(b->counters().rx_frames, idx);
 
@@ -216,30 +234,60 @@ TEST(UdpLink, LoneFramesGoPlainAndAStreamTurnsGroBackOn) {
   EXPECT_GT(b->counters().rx_gro_receives, coalesced_before);
 }
 
-// GRO goes off only when the socket is dry: a coalesced datagram queued behind the last lone
-// frame is still read with its segment size and cut up into its own frames.
+// Replies that each bring an ACK (perftest's signaled sends) turn GRO back on within a window,
+// after which each pair is one coalesced receive; an ACK now and then (one burst in 32) keeps
+// the link plain.
+TEST(UdpLink, PairsTurnGroBackOnAndRarePairsDoNot) {
+  auto a = must_open(ep("127.0.0.2", 0));
+  auto b = must_open(ep("127.0.0.3", 0));
+  ASSERT_TRUE(a && b);
+  if (!b->gro()) GTEST_SKIP() << "no UDP_GRO in this kernel";
+  uint32_t idx = 0;
+  for (uint32_t i = 0; i < UdpLink::kPlainWindow; ++i) lone_burst(*a, *b, idx++, 64, 1);
+  ASSERT_TRUE(b->plain_rx());
+  for (uint32_t i = 0; i < 3 * UdpLink::kPlainWindow; ++i) {  // one pair in 32 bursts
+    if (i % 32 == 31) {
+      pair_burst(*a, *b, idx, true);
+      idx += 2;
+    } else {
+      lone_burst(*a, *b, idx++, 64, 1);
+    }
+  }
+  EXPECT_TRUE(b->plain_rx());
+  for (uint32_t i = 0; i < UdpLink::kPlainWindow; ++i, idx += 2) pair_burst(*a, *b, idx, b->plain_rx());
+  EXPECT_FALSE(b->plain_rx());
+  EXPECT_EQ(gro_set(*b), 1);
+  const uint64_t coalesced_before = b->counters().rx_gro_receives;
+  for (uint32_t i = 0; i < 4; ++i, idx += 2) pair_burst(*a, *b, idx, false);
+  EXPECT_EQ(b->counters().rx_gro_receives, coalesced_before + 4);
+  EXPECT_FALSE(b->plain_rx());
+}
+
+// GRO goes off only when the socket is dry: a coalesced datagram queued behind the window's
+// last lone frame is still read with its segment size and cut up into its own frames.
 TEST(UdpLink, CoalescedDatagramQueuedBehindLoneFramesIsCutUp) {
   auto a = must_open(ep("127.0.0.2", 0));
   auto b = must_open(ep("127.0.0.3", 0));
   ASSERT_TRUE(a && b);
   if (!b->gro()) GTEST_SKIP() << "no UDP_GRO in this kernel";
-  RxFrame rx[1];
-  for (uint32_t i = 0; i + 1 < UdpLink::kPlainAfter; ++i) ASSERT_EQ(b->recv(rx, 1), 0u);  // lone looks
+  uint32_t idx = 0;
+  for (; idx + 1 < UdpLink::kPlainWindow; ++idx) lone_burst(*a, *b, idx, 64, 1);
   EXPECT_EQ(gro_set(*b), 1);
-  send_batch(*a, b->local(), 0, 1, 64, 1);    // a lone frame, received by the last lone receive
-  send_batch(*a, b->local(), 1, 20, 500, 2);  // queued behind it, coalesced (GRO is on)
+  send_batch(*a, b->local(), 100, 1, 64, 1);    // the window's last burst begins: a lone frame
+  send_batch(*a, b->local(), 101, 20, 500, 2);  // and, queued behind it, a coalesced datagram
+  RxFrame rx[1];
   ASSERT_EQ(b->recv(rx, 1), 1u);
   EXPECT_EQ(rx[0].len, 64u);
   EXPECT_EQ(gro_set(*b), 1);  // not dry: no switch
   for (uint32_t i = 1; i <= 20; ++i) {
     ASSERT_EQ(b->recv(rx, 1), 1u) << i;
     ASSERT_EQ(rx[0].len, 500u) << i;
-    EXPECT_EQ(std::vector<uint8_t>(rx[0].buf, rx[0].buf + rx[0].len), frame_bytes(i, 500)) << i;
+    EXPECT_EQ(std::vector<uint8_t>(rx[0].buf, rx[0].buf + rx[0].len), frame_bytes(100 + i, 500)) << i;
   }
-  EXPECT_EQ(b->recv(rx, 1), 0u);
-  EXPECT_EQ(b->counters().rx_frames, 21u);
+  EXPECT_EQ(b->recv(rx, 1), 0u);  // dry: the window ends with one burst of many in 64
   EXPECT_EQ(b->counters().rx_gro_receives, 1u);
-  EXPECT_FALSE(b->plain_rx());
+  EXPECT_TRUE(b->plain_rx());
+  EXPECT_EQ(gro_set(*b), 0);
 }
 
 // Without one local address, recvfrom could not tell the destination: such a link keeps recvmsg.
@@ -247,14 +295,16 @@ TEST(UdpLink, WildcardBindNeverReceivesPlain) {
   auto any = must_open(ep("0.0.0.0", 0));
   auto a = must_open(ep("127.0.0.2", 0));
   ASSERT_TRUE(any && a);
-  RxFrame rx[4];
-  for (uint32_t i = 0; i < 2 * UdpLink::kPlainAfter; ++i) ASSERT_EQ(any->recv(rx, 4), 0u);
-  EXPECT_FALSE(any->plain_rx());
   const uint16_t port = any->local().port;
-  send_batch(*a, ep("127.0.0.7", port), 0, 1, 40, 1);
-  auto got = recv_frames(*any, 1, 2000);
-  ASSERT_EQ(got.size(), 1u);
-  EXPECT_EQ(got[0].dst, *IpAddr::parse("127.0.0.7"));
+  for (uint32_t i = 0; i < 2 * UdpLink::kPlainWindow; ++i) {
+    send_batch(*a, ep(i % 2 ? "127.0.0.7" : "127.0.0.8", port), i, 1, 40, 1);
+    auto got = recv_frames(*any, 1, 2000);
+    ASSERT_EQ(got.size(), 1u);
+    EXPECT_EQ(got[0].dst, *IpAddr::parse(i % 2 ? "127.0.0.7" : "127.0.0.8"));
+    RxFrame rx[4];
+    EXPECT_EQ(any->recv(rx, 4), 0u);
+  }
+  EXPECT_FALSE(any->plain_rx());
 }
 
 // A link for a receiver that does not infer IPv4 IDs (Options::plain_rx = false) keeps GRO on.
@@ -262,10 +312,10 @@ TEST(UdpLink, PlainReceivingCanBeRefused) {
   UdpLink::Options o = UdpLink::Options::from_env();
   o.plain_rx = false;
   std::string err;
+  auto a = must_open(ep("127.0.0.2", 0));
   auto b = UdpLink::open(ep("127.0.0.3", 0), o, &err);
-  ASSERT_TRUE(b) << err;
-  RxFrame rx[4];
-  for (uint32_t i = 0; i < 2 * UdpLink::kPlainAfter; ++i) ASSERT_EQ(b->recv(rx, 4), 0u);
+  ASSERT_TRUE(a && b) << err;
+  for (uint32_t i = 0; i < 2 * UdpLink::kPlainWindow; ++i) lone_burst(*a, *b, i, 64, 1);
   EXPECT_FALSE(b->plain_rx());
   if (b->gro()) {
     EXPECT_EQ(gro_set(*b), 1);
