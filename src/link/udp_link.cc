@@ -305,6 +305,7 @@ size_t UdpLink::send(const TxFrame* frames, size_t n) {
     const TxFrame& f = frames[0];
     size_t len = 0;
     for (uint8_t i = 0; i < f.nparts; ++i) {
+      if (f.parts[i].iov_len == 0) continue;  // an empty part may have no base at all
       std::memcpy(tx_flat_ + len, f.parts[i].iov_base, f.parts[i].iov_len);
       len += f.parts[i].iov_len;
     }
