@@ -238,6 +238,10 @@ class Rdma {
   bool uc_ = false;
   uint64_t unsignaled_lat_ = 0;  // latency loops: sends since the last signaled one
   PeerInfo peer_;
+  // Receive work requests, built once for the session's buffer (post_recvs): a ping-pong
+  // reposts one per message, and building 64 each time cost more than the post itself.
+  Sge recv_sge_{};
+  RecvWr recv_wrs_[64];
 };
 
 // ---- TCP baseline (perf_tcp.cc) -------------------------------------------------------------

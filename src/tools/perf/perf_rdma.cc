@@ -308,12 +308,16 @@ bool Rdma::connect(const PeerInfo& peer, std::string* err) {
 
 bool Rdma::post_recvs(uint32_t q, uint32_t n, std::string* err) {
   // Every receive takes a whole half: any message size of the session fits.
-  Sge sg{addr(0), static_cast<uint32_t>(half_), mr_->lkey};
-  RecvWr wrs[64];
+  const Sge sg{addr(0), static_cast<uint32_t>(half_), mr_->lkey};
+  if (recv_wrs_[0].sg_list == nullptr || recv_sge_.addr != sg.addr || recv_sge_.length != sg.length ||
+      recv_sge_.lkey != sg.lkey) {
+    recv_sge_ = sg;
+    for (RecvWr& w : recv_wrs_) w = RecvWr{0, &recv_sge_, 1};
+  }
+  constexpr uint32_t kChunk = sizeof recv_wrs_ / sizeof recv_wrs_[0];
   while (n > 0) {
-    uint32_t k = std::min<uint32_t>(n, 64);
-    for (uint32_t i = 0; i < k; ++i) wrs[i] = RecvWr{0, &sg, 1};
-    if (int rc = dev_->post_recv(qps_[q], wrs, k, nullptr)) {
+    const uint32_t k = std::min(n, kChunk);
+    if (int rc = dev_->post_recv(qps_[q], recv_wrs_, k, nullptr)) {
       *err = std::string("post_recv: ") + strerror(rc);
       return false;
     }
