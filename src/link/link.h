@@ -65,6 +65,9 @@ struct LinkCounters {
   uint64_t tx_gso_sends = 0, tx_gso_frames = 0, tx_gso_disabled = 0;
   // UDP receive coalescing: receives that carried several frames, and the frames in them.
   uint64_t rx_gro_receives = 0, rx_gro_frames = 0;
+  // Plain receiving (UdpLink, "Lone datagrams"): datagrams received by recvfrom with GRO off,
+  // and the times GRO was switched off for it or back on.
+  uint64_t rx_plain_receives = 0, gro_switches = 0;
   // The same-host link (ShmLink): frames that went through shared memory instead of UDP.
   uint64_t shm_tx_frames = 0, shm_rx_frames = 0;
 };

@@ -489,7 +489,10 @@ size_t UdpLink::recv(RxFrame* frames, size_t n) {
       socklen_t al = sizeof(sockaddr_storage);
       const ssize_t len = ::recvfrom(fd_, rx_iov_[0].iov_base, rx_iov_[0].iov_len, MSG_DONTWAIT | MSG_TRUNC,
                                      reinterpret_cast<sockaddr*>(&rx_addr_[0]), &al);
-      if (len >= 0) rx_msgs_[0].msg_len = static_cast<unsigned>(len);
+      if (len >= 0) {
+        rx_msgs_[0].msg_len = static_cast<unsigned>(len);
+        ++counters_.rx_plain_receives;
+      }
       rx_msgs_[0].msg_hdr.msg_controllen = 0;  // no control messages for parse_rx
       r = len >= 0 ? 1 : -1;
     } else if (m == 1) {
@@ -534,6 +537,7 @@ void UdpLink::set_gro(bool on) {
     plain_allowed_ = false;  // cannot switch: stay as configured
     return;
   }
+  ++counters_.gro_switches;
   if (on) {
     plain_ = false;
     return;
@@ -543,6 +547,7 @@ void UdpLink::set_gro(bool on) {
     plain_ = true;
     return;
   }
+  ++counters_.gro_switches;  // back on at once
   const int back = 1;
   if (setsockopt(fd_, SOL_UDP, UDP_GRO, &back, sizeof back) != 0) plain_allowed_ = false;
 }

@@ -31,7 +31,9 @@ namespace softrdma::transport {
   X(link_gro_receives, "UDP receives that carried several frames (GRO)")              \
   X(link_gro_frames, "frames received in them")                                       \
   X(link_shm_tx_frames, "frames sent through the same-host shared-memory link")       \
-  X(link_shm_rx_frames, "frames received through the same-host shared-memory link")
+  X(link_shm_rx_frames, "frames received through the same-host shared-memory link")  \
+  X(link_plain_receives, "UDP datagrams received by recvfrom, GRO off (a ping-pong)")   \
+  X(link_gro_switches, "times UDP GRO was switched off for that or back on")
 
 #define SOFTRDMA_QP_COUNTERS(X)                                                   \
   X(tx_packets, "packets sent")                                                   \

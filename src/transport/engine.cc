@@ -161,6 +161,8 @@ void Engine::publish_link_counters() {
   counters_->link_gro_frames = l.rx_gro_frames;
   counters_->link_shm_tx_frames = l.shm_tx_frames;
   counters_->link_shm_rx_frames = l.shm_rx_frames;
+  counters_->link_plain_receives = l.rx_plain_receives;
+  counters_->link_gro_switches = l.gro_switches;
 }
 
 // Adding up the link's counters waits for a pass that received nothing, or every 64th pass: after

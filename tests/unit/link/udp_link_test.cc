@@ -208,12 +208,16 @@ TEST(UdpLink, LoneFramesGoPlainAndAStreamTurnsGroBackOn) {
   uint32_t idx = 0;
   for (; idx + 1 < UdpLink::kPlainWindow; ++idx) lone_burst(*a, *b, idx, 64, 3);
   EXPECT_FALSE(b->plain_rx());
+  EXPECT_EQ(b->counters().gro_switches, 0u);
   lone_burst(*a, *b, idx++, 64, 3);  // the window's last burst decides
   ASSERT_TRUE(b->plain_rx());
   EXPECT_EQ(gro_set(*b), 0);
+  EXPECT_EQ(b->counters().gro_switches, 1u);
+  EXPECT_EQ(b->counters().rx_plain_receives, 0u);
   for (int i = 0; i < 5; ++i) lone_burst(*a, *b, idx++, 40 + size_t(i) * 100, 2);  // large: sendmmsg
   EXPECT_EQ(a->counters().tx_frames, idx);
   EXPECT_EQ(b->counters().rx_frames, idx);
+  EXPECT_EQ(b->counters().rx_plain_receives, 5u);
 
   const uint64_t coalesced_before = b->counters().rx_gro_receives;
   send_batch(*a, b->local(), 1000, 40, 1000, 2);  // one GSO send, cut up by the kernel
@@ -226,6 +230,7 @@ TEST(UdpLink, LoneFramesGoPlainAndAStreamTurnsGroBackOn) {
   EXPECT_EQ(b->counters().rx_gro_receives, coalesced_before);
   EXPECT_FALSE(b->plain_rx());
   EXPECT_EQ(gro_set(*b), 1);
+  EXPECT_EQ(b->counters().gro_switches, 2u);
 
   send_batch(*a, b->local(), 2000, 40, 1000, 2);
   auto again = recv_frames(*b, 40, 2000);
