@@ -28,6 +28,8 @@
 #include <thread>
 #include <vector>
 
+#include "udp_util.h"
+
 namespace {
 
 using Clock = std::chrono::steady_clock;
@@ -42,21 +44,6 @@ struct Options {
 };
 
 constexpr size_t kFrame = 24, kSecond = 20, kSlot = 65536, kMaxBatch = 64;
-
-int open_socket(const sockaddr_in& self, bool gro) {
-  int fd = ::socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-  if (fd < 0) return -1;
-  const int one = 1, zero = 0, pmtu = IP_PMTUDISC_DO;
-  setsockopt(fd, IPPROTO_IP, IP_MTU_DISCOVER, &pmtu, sizeof pmtu);
-  setsockopt(fd, IPPROTO_IP, IP_PKTINFO, &one, sizeof one);
-  setsockopt(fd, SOL_UDP, UDP_SEGMENT, &zero, sizeof zero);
-  if (gro) setsockopt(fd, SOL_UDP, UDP_GRO, &one, sizeof one);
-  if (::bind(fd, reinterpret_cast<const sockaddr*>(&self), sizeof self) != 0) {
-    ::close(fd);
-    return -1;
-  }
-  return fd;
-}
 
 // One end: sends to `to` and receives into its own buffers.
 class End {
@@ -148,19 +135,12 @@ int main(int argc, char** argv) {
     }
   }
   sockaddr_in a{}, b{};
-  a.sin_family = b.sin_family = AF_INET;
-  if (inet_pton(AF_INET, o.addr.c_str(), &a.sin_addr) != 1) {
-    std::fprintf(stderr, "udp_pingpong: bad --addr\n");
-    return 2;
-  }
-  b.sin_addr = a.sin_addr;
-  const int fa = open_socket(a, !o.plain), fb = open_socket(b, !o.plain);  // ephemeral ports on one address
-  socklen_t len = sizeof a;
-  if (fa < 0 || fb < 0 || getsockname(fa, reinterpret_cast<sockaddr*>(&a), &len) != 0 ||
-      getsockname(fb, reinterpret_cast<sockaddr*>(&b), &len) != 0) {
-    std::perror("udp_pingpong: socket");
-    return 1;
-  }
+  int fa = -1, fb = -1;  // ephemeral ports on one address
+  softrdma::bench::UdpSocketOptions so;
+  so.gro = !o.plain;
+  so.nonblocking = true;
+  so.pktinfo = true;
+  if (int rc = softrdma::bench::open_udp_pair("udp_pingpong", o.addr, so, &fa, &a, &fb, &b)) return rc;
   if (o.connect && (::connect(fa, reinterpret_cast<sockaddr*>(&b), sizeof b) != 0 ||
                     ::connect(fb, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0)) {
     std::perror("udp_pingpong: connect");

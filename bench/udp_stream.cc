@@ -28,6 +28,8 @@
 #include <thread>
 #include <vector>
 
+#include "udp_util.h"
+
 namespace {
 
 using Clock = std::chrono::steady_clock;
@@ -41,24 +43,6 @@ struct Options {
 };
 
 constexpr size_t kHeader = 28, kTrailer = 4, kMaxUdpPayload = 65507, kMaxSegments = 64;
-
-int open_socket(const sockaddr_in& self) {
-  int fd = ::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) return -1;
-  const int one = 1, zero = 0, pmtu = IP_PMTUDISC_DO, buf = 8 << 20;
-  setsockopt(fd, IPPROTO_IP, IP_MTU_DISCOVER, &pmtu, sizeof pmtu);
-  setsockopt(fd, SOL_UDP, UDP_SEGMENT, &zero, sizeof zero);
-  setsockopt(fd, SOL_UDP, UDP_GRO, &one, sizeof one);
-  if (setsockopt(fd, SOL_SOCKET, SO_SNDBUFFORCE, &buf, sizeof buf) != 0)
-    setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &buf, sizeof buf);
-  if (setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &buf, sizeof buf) != 0)
-    setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &buf, sizeof buf);
-  if (::bind(fd, reinterpret_cast<const sockaddr*>(&self), sizeof self) != 0) {
-    ::close(fd);
-    return -1;
-  }
-  return fd;
-}
 
 double thread_cpu_seconds() {
   rusage u{};
@@ -88,18 +72,10 @@ int main(int argc, char** argv) {
     return 2;
   }
   sockaddr_in a{}, b{};
-  a.sin_family = b.sin_family = AF_INET;
-  if (inet_pton(AF_INET, o.addr.c_str(), &a.sin_addr) != 1) {
-    std::fprintf(stderr, "udp_stream: bad --addr\n");
-    return 2;
-  }
-  b.sin_addr = a.sin_addr;
-  const int tx = open_socket(a), rx = open_socket(b);  // ephemeral ports on one address
-  socklen_t len = sizeof b;
-  if (tx < 0 || rx < 0 || getsockname(rx, reinterpret_cast<sockaddr*>(&b), &len) != 0) {
-    std::perror("udp_stream: socket");
-    return 1;
-  }
+  int tx = -1, rx = -1;  // ephemeral ports on one address
+  softrdma::bench::UdpSocketOptions so;
+  so.big_buffers = true;
+  if (int rc = softrdma::bench::open_udp_pair("udp_stream", o.addr, so, &tx, &a, &rx, &b)) return rc;
   timeval tv{0, 200000};  // a blocking receiver stops 0.2 s after the last datagram
   setsockopt(rx, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
   std::atomic<bool> sending{true};
