@@ -23,7 +23,6 @@
 #include <chrono>
 #include <cstdlib>
 #include <cstdio>
-#include <cstring>
 #include <string>
 #include <thread>
 #include <vector>
@@ -63,17 +62,8 @@ class End {
       h.msg_name = &to_;
       h.msg_namelen = sizeof to_;
     }
-    alignas(cmsghdr) unsigned char ctrl[CMSG_SPACE(sizeof(uint16_t))] = {};
-    if (o_.pair) {
-      h.msg_control = ctrl;
-      h.msg_controllen = sizeof ctrl;
-      cmsghdr* c = CMSG_FIRSTHDR(&h);
-      c->cmsg_level = SOL_UDP;
-      c->cmsg_type = UDP_SEGMENT;
-      c->cmsg_len = CMSG_LEN(sizeof(uint16_t));
-      const uint16_t seg = kFrame;
-      std::memcpy(CMSG_DATA(c), &seg, sizeof seg);
-    }
+    softrdma::bench::GsoControl ctrl;
+    if (o_.pair) softrdma::bench::set_gso_segment(h, ctrl, kFrame);
     return ::sendmsg(fd_, &h, 0) == static_cast<ssize_t>(kFrame + (o_.pair ? kSecond : 0));
   }
 

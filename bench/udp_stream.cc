@@ -23,7 +23,6 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
-#include <cstring>
 #include <string>
 #include <thread>
 #include <vector>
@@ -104,19 +103,12 @@ int main(int argc, char** argv) {
       trailer(kTrailer * kMaxSegments, 0x22);
   const size_t per_send = std::min(kMaxSegments, kMaxUdpPayload / frame);
   std::vector<iovec> iov(3 * per_send);
-  alignas(cmsghdr) unsigned char ctrl[CMSG_SPACE(sizeof(uint16_t))] = {};
+  softrdma::bench::GsoControl ctrl;
   msghdr h{};
   h.msg_name = &b;
   h.msg_namelen = sizeof b;
   h.msg_iov = iov.data();
-  h.msg_control = ctrl;
-  h.msg_controllen = sizeof ctrl;
-  cmsghdr* c = CMSG_FIRSTHDR(&h);
-  c->cmsg_level = SOL_UDP;
-  c->cmsg_type = UDP_SEGMENT;
-  c->cmsg_len = CMSG_LEN(sizeof(uint16_t));
-  const auto seg = static_cast<uint16_t>(frame);
-  std::memcpy(CMSG_DATA(c), &seg, sizeof seg);
+  softrdma::bench::set_gso_segment(h, ctrl, static_cast<uint16_t>(frame));
 
   const double c0 = thread_cpu_seconds();
   const auto t0 = Clock::now();

@@ -8,7 +8,9 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <cstdint>
 #include <cstdio>
+#include <cstring>
 #include <string>
 
 namespace softrdma::bench {
@@ -41,6 +43,22 @@ inline int open_udp_socket(const sockaddr_in& self, const UdpSocketOptions& o) {
     return -1;
   }
   return fd;
+}
+
+// Control-message room for one UDP_SEGMENT.
+struct GsoControl {
+  alignas(cmsghdr) unsigned char bytes[CMSG_SPACE(sizeof(uint16_t))] = {};
+};
+
+// Makes `h` one UDP GSO send cut into `segment`-byte datagrams, its control message in `ctrl`.
+inline void set_gso_segment(msghdr& h, GsoControl& ctrl, uint16_t segment) {
+  h.msg_control = ctrl.bytes;
+  h.msg_controllen = sizeof ctrl.bytes;
+  cmsghdr* c = CMSG_FIRSTHDR(&h);
+  c->cmsg_level = SOL_UDP;
+  c->cmsg_type = UDP_SEGMENT;
+  c->cmsg_len = CMSG_LEN(sizeof segment);
+  std::memcpy(CMSG_DATA(c), &segment, sizeof segment);
 }
 
 // Two such sockets on ephemeral ports of the IPv4 address `addr`, their bound addresses in *a and
